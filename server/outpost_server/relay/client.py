@@ -1,0 +1,168 @@
+"""One registered DERP connection as the relay sees it: identity and send queues.
+
+The relay core never writes to a socket. It puts work on a connection's
+bounded queues and calls its `wake` hook; the connection's writer (in `net/`)
+drains them with `Relay.take_frames`. Queue policy follows derper
+(TS:derp/derpserver/derpserver.go `sendPkt`, `pktQueue`): 32 data + 32 disco
+packets, and when a queue is full its oldest packet is dropped so fresh ones
+get through.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import Final
+
+from ..keys import NodePublic
+from ..proto.derp import (
+    ClientInfo,
+    PeerGoneReason,
+    encode_peer_gone,
+    encode_pong,
+    encode_recv_packet,
+)
+from .limiter import TokenBucket
+
+SEND_QUEUE_DEPTH: Final = 32  # packets; derpserver defaultPerClientSendQueueDepth
+# PeerGone notices pending for one client. derper leaves this uncapped (bounded by
+# the peers it heard from); we cap it so a storm of departures cannot grow memory.
+MAX_PENDING_PEER_GONE: Final = 4096
+NOT_HERE_PER_SECOND: Final = 1.0  # derpserver peerGoneLim: rate.Every(time.Second)
+NOT_HERE_BURST: Final = 3  # derpserver peerGoneLim burst
+WRITE_BATCH_BYTES: Final = 256 * 1024  # most frame bytes handed to the writer per wake
+
+DISCO_MAGIC: Final = "TS💬".encode()  # 54 53 f0 9f 92 ac, TS:disco/disco.go
+DISCO_MIN_BYTES: Final = 62  # magic 6 + disco key 32 + nonce 24 (disco.LooksLikeDiscoWrapper)
+
+
+def looks_like_disco(payload: bytes) -> bool:
+    return len(payload) >= DISCO_MIN_BYTES and payload[: len(DISCO_MAGIC)] == DISCO_MAGIC
+
+
+Packet = tuple[NodePublic, bytes]  # (source key, payload)
+
+
+class ClientConn:
+    """A registered connection. Mutated only by the relay and its writer."""
+
+    __slots__ = (
+        "_close",
+        "_wake",
+        "closed",
+        "conn_id",
+        "data_queue",
+        "disco_queue",
+        "info",
+        "is_mesh_peer",
+        "key",
+        "not_here_limiter",
+        "peer_gone",
+        "pong",
+        "preferred",
+        "queue_depth",
+        "remote",
+    )
+
+    def __init__(
+        self,
+        conn_id: int,
+        key: NodePublic,
+        info: ClientInfo,
+        *,
+        is_mesh_peer: bool,
+        wake: Callable[[], None],
+        close: Callable[[], None],
+        queue_depth: int = SEND_QUEUE_DEPTH,
+        remote: str = "",
+    ) -> None:
+        self.conn_id = conn_id
+        self.key = key
+        self.info = info
+        self.is_mesh_peer = is_mesh_peer
+        self.remote = remote
+        self.queue_depth = queue_depth
+        self._wake = wake
+        self._close = close
+        self.data_queue: deque[Packet] = deque()
+        self.disco_queue: deque[Packet] = deque()
+        self.peer_gone: deque[tuple[NodePublic, PeerGoneReason]] = deque()
+        self.pong: bytes | None = None
+        self.preferred = False
+        self.closed = False
+        self.not_here_limiter = TokenBucket(NOT_HERE_PER_SECOND, NOT_HERE_BURST)
+
+    def __repr__(self) -> str:
+        return f"ClientConn(#{self.conn_id} {self.key.short()} {self.remote})"
+
+    def wake(self) -> None:
+        if not self.closed:
+            self._wake()
+
+    def close(self) -> None:
+        """Ask the network side to close this connection (idempotent)."""
+        if not self.closed:
+            self.closed = True
+            self._close()
+
+    def enqueue_packet(self, src: NodePublic, payload: bytes) -> Packet | None:
+        """Queue a packet; returns the packet dropped from the head to make room, if any."""
+        q = self.disco_queue if looks_like_disco(payload) else self.data_queue
+        dropped = q.popleft() if len(q) >= self.queue_depth else None
+        q.append((src, payload))
+        self.wake()
+        return dropped
+
+    def enqueue_peer_gone(self, peer: NodePublic, reason: PeerGoneReason) -> bool:
+        if len(self.peer_gone) >= MAX_PENDING_PEER_GONE:
+            return False
+        self.peer_gone.append((peer, reason))
+        self.wake()
+        return True
+
+    def set_pong(self, data: bytes) -> bool:
+        """One pending pong at most: a client pinging faster than we write is ignored."""
+        if self.pong is not None:
+            return False
+        self.pong = data
+        self.wake()
+        return True
+
+    def has_pending(self) -> bool:
+        return bool(self.pong is not None or self.peer_gone or self.disco_queue or self.data_queue)
+
+    def take_frames(self, max_bytes: int = WRITE_BATCH_BYTES) -> tuple[list[bytes], int, int]:
+        """Encode pending work: (frames, packets taken, payload bytes taken).
+
+        Order: pong and PeerGone first (small, time-sensitive), then disco, then data.
+        At least one frame is returned if anything is pending.
+        """
+        frames: list[bytes] = []
+        size = 0
+        packets = 0
+        payload_bytes = 0
+        if self.pong is not None:
+            frames.append(encode_pong(self.pong))
+            size += len(frames[-1])
+            self.pong = None
+        while self.peer_gone and size < max_bytes:
+            peer, reason = self.peer_gone.popleft()
+            frames.append(encode_peer_gone(peer, reason))
+            size += len(frames[-1])
+        for q in (self.disco_queue, self.data_queue):
+            while q and (size < max_bytes or not frames):
+                src, payload = q.popleft()
+                frames.append(encode_recv_packet(src, payload))
+                size += len(frames[-1])
+                packets += 1
+                payload_bytes += len(payload)
+        return frames, packets, payload_bytes
+
+    def discard_queues(self) -> list[Packet]:
+        """Empty the packet queues (connection gone); returns what was dropped."""
+        dropped = list(self.disco_queue) + list(self.data_queue)
+        self.disco_queue.clear()
+        self.data_queue.clear()
+        self.peer_gone.clear()
+        self.pong = None
+        return dropped

@@ -1,0 +1,329 @@
+"""The relay core: who is connected, and where each packet goes.
+
+Pure Python, no sockets, no clock (callers pass `now`). The asyncio adapter in
+`net/derp.py` drives it: `admit` + `register` after the ClientInfo, `handle` for
+every event the connection's state machine yields, `take_frames` from the
+connection's writer, `unregister` when the stream ends.
+
+Rules (TS:derp/derpserver/derpserver.go, summarised in
+docs/reference/derp-stun-offline.md §2.5-2.6):
+
+* Every connection is accepted into its key's set; the newest becomes active,
+  and after that whichever connection last sent a frame is active
+  (`lastWriterIsActive`). Only the active one receives packets; the others stay
+  open. If the active one leaves and two or more remain, none is active (packets
+  drop as `dup_client`) until one of them sends.
+* SendPacket(dst) becomes RecvPacket(src) on dst's active connection, on its
+  disco or data queue. Delivering a packet from X to C subscribes C to X's
+  departure: when X's last connection leaves, C gets PeerGone(X, Disconnected).
+* Unknown destination: drop; if the payload is disco, reply PeerGone(dst,
+  NotHere), rate-limited per sending connection (1/s, burst 3).
+* Admission: a hook decides, per node key, at ClientInfo. No hook means nobody
+  is admitted (fail closed). Mesh peers (matching mesh key) bypass it, as in
+  derper `verifyClient`.
+
+Meshing seam: `_forward_via_mesh` is where a packet for a key known only through
+another region server would be sent on; WatchConns is accepted from mesh peers
+but not served yet.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ..errors import LocalProtocolError
+from ..keys import NodePublic, PrivateKey
+from ..proto.derp import (
+    ClientHello,
+    ClosePeer,
+    DerpEvent,
+    ForwardPacket,
+    NotePreferred,
+    PeerGoneReason,
+    Ping,
+    SendPacket,
+    ServerConnection,
+    ServerInfo,
+    UnknownFrame,
+    WatchConns,
+)
+from .client import SEND_QUEUE_DEPTH, WRITE_BATCH_BYTES, ClientConn, looks_like_disco
+from .stats import DropReason, RelayCounters, RelayStats
+
+log = logging.getLogger(__name__)
+
+AdmissionFn = Callable[[NodePublic], bool]
+
+
+@dataclass(slots=True)
+class _KeySet:
+    """All live connections of one node key, oldest first."""
+
+    conns: list[ClientConn] = field(default_factory=list)
+    active: ClientConn | None = None
+
+
+class Relay:
+    def __init__(
+        self,
+        private_key: PrivateKey,
+        *,
+        admission: AdmissionFn | None = None,
+        mesh_key: bytes | None = None,
+        queue_depth: int = SEND_QUEUE_DEPTH,
+        server_info: ServerInfo | None = None,
+    ) -> None:
+        self._private_key = private_key
+        self._public = NodePublic(private_key.public_raw)
+        self._admission = admission
+        self._mesh_key = mesh_key
+        self._queue_depth = queue_depth
+        self.server_info = server_info or ServerInfo()
+        self.counters = RelayCounters()
+        self._ids = itertools.count(1)
+        self._keys: dict[NodePublic, _KeySet] = {}
+        # src -> {dst -> conn_id of dst that received from src}  (derper `sentTo`)
+        self._sent_to: dict[NodePublic, dict[NodePublic, int]] = {}
+        # dst -> {src}: reverse index so a departed dst is purged from _sent_to
+        self._received_from: dict[NodePublic, set[NodePublic]] = {}
+
+    # --- configuration -------------------------------------------------------------------------
+
+    @property
+    def public_key(self) -> NodePublic:
+        return self._public
+
+    def set_admission(self, fn: AdmissionFn | None) -> None:
+        """Install the per-key admission check (None: admit nobody but mesh peers)."""
+        self._admission = fn
+
+    def new_session(self) -> ServerConnection:
+        """A fresh protocol state machine for an upgraded connection."""
+        return ServerConnection(self._private_key, mesh_key=self._mesh_key)
+
+    # --- connection lifecycle ------------------------------------------------------------------
+
+    def admit(self, hello: ClientHello) -> bool:
+        if hello.is_mesh_peer:
+            return True
+        fn = self._admission
+        allowed = False
+        if fn is not None:
+            try:
+                allowed = bool(fn(hello.key))
+            except Exception:
+                log.exception("DERP admission hook failed for %s", hello.key.short())
+                self.counters.admission_errors += 1
+                allowed = False
+        if not allowed:
+            self.counters.connections_refused += 1
+            log.info("DERP client %s refused by admission", hello.key.short())
+        return allowed
+
+    def register(
+        self,
+        hello: ClientHello,
+        *,
+        wake: Callable[[], None],
+        close: Callable[[], None],
+        remote: str = "",
+    ) -> ClientConn:
+        conn = ClientConn(
+            next(self._ids),
+            hello.key,
+            hello.info,
+            is_mesh_peer=hello.is_mesh_peer,
+            wake=wake,
+            close=close,
+            queue_depth=self._queue_depth,
+            remote=remote,
+        )
+        ks = self._keys.setdefault(hello.key, _KeySet())
+        ks.conns.append(conn)
+        ks.active = conn  # newest connection wins
+        self.counters.connections_accepted += 1
+        # Mesh seam: notify watchers (PeerPresent) here once meshing exists.
+        return conn
+
+    def unregister(self, conn: ClientConn) -> None:
+        """The connection is gone (idempotent)."""
+        ks = self._keys.get(conn.key)
+        conn.closed = True
+        if ks is None or conn not in ks.conns:
+            return
+        ks.conns.remove(conn)
+        dropped = conn.discard_queues()
+        if dropped:
+            self.counters.drop(DropReason.GONE_DISCONNECTED, len(dropped))
+        if not ks.conns:
+            del self._keys[conn.key]
+            self._peer_gone_from_region(conn.key)
+        elif len(ks.conns) == 1:
+            ks.active = ks.conns[0]  # back to a single connection: un-dup it
+        elif ks.active is conn:
+            ks.active = None  # 2+ remain: the next one to speak becomes active
+
+    def disconnect_key(self, key: NodePublic) -> int:
+        """Close every connection of `key` (node deleted or expired). Returns how many."""
+        ks = self._keys.get(key)
+        if ks is None:
+            return 0
+        conns = list(ks.conns)
+        for conn in conns:
+            conn.close()
+            self.unregister(conn)
+        self.counters.keys_disconnected += len(conns)
+        return len(conns)
+
+    def is_connected(self, key: NodePublic) -> bool:
+        return key in self._keys
+
+    # --- steady state --------------------------------------------------------------------------
+
+    def handle(self, conn: ClientConn, event: DerpEvent, now: float) -> None:
+        """Apply one event from `conn`'s state machine. `now` is monotonic seconds."""
+        if conn.closed:
+            return
+        self._note_activity(conn)
+        if isinstance(event, SendPacket):
+            self.counters.packets_received += 1
+            self.counters.bytes_received += len(event.payload)
+            if looks_like_disco(event.payload):
+                self.counters.disco_packets_received += 1
+            self._route(conn, conn.key, event.dst, event.payload, now, forwarded=False)
+        elif isinstance(event, Ping):
+            self.counters.pings_received += 1
+            if conn.set_pong(event.data):
+                self.counters.pongs_queued += 1
+        elif isinstance(event, NotePreferred):
+            conn.preferred = event.preferred
+        elif isinstance(event, UnknownFrame):
+            self.counters.unknown_frames += 1
+        elif isinstance(event, ForwardPacket):
+            self._route(conn, event.src, event.dst, event.payload, now, forwarded=True)
+        elif isinstance(event, ClosePeer):
+            log.info("mesh peer %s closes %s", conn.key.short(), event.target.short())
+            self.disconnect_key(event.target)
+        elif isinstance(event, WatchConns):
+            # Mesh seam: register conn as a watcher and flood PeerPresent. Not built yet.
+            log.info("mesh peer %s sent WatchConns; meshing not implemented", conn.key.short())
+        elif isinstance(event, ClientHello):
+            raise LocalProtocolError("ClientHello goes to admit()/register(), not handle()")
+
+    def take_frames(self, conn: ClientConn, max_bytes: int = WRITE_BATCH_BYTES) -> list[bytes]:
+        """Frames the writer of `conn` should send now (counted as relayed)."""
+        frames, packets, payload_bytes = conn.take_frames(max_bytes)
+        self.counters.packets_relayed += packets
+        self.counters.bytes_relayed += payload_bytes
+        return frames
+
+    def _note_activity(self, conn: ClientConn) -> None:
+        ks = self._keys.get(conn.key)
+        if ks is not None and len(ks.conns) > 1:
+            ks.active = conn  # lastWriterIsActive
+
+    def _route(
+        self,
+        sender: ClientConn,
+        src: NodePublic,
+        dst: NodePublic,
+        payload: bytes,
+        now: float,
+        *,
+        forwarded: bool,
+    ) -> None:
+        ks = self._keys.get(dst)
+        if ks is not None and ks.active is not None:
+            target = ks.active
+            dropped = target.enqueue_packet(src, payload)
+            if dropped is not None:
+                self.counters.drop(DropReason.QUEUE_HEAD)
+            self._sent_to.setdefault(src, {})[dst] = target.conn_id
+            self._received_from.setdefault(dst, set()).add(src)
+            return
+        if ks is not None:
+            self.counters.drop(DropReason.DUP_CLIENT)
+            return
+        if not forwarded and self._forward_via_mesh(src, dst, payload):
+            return
+        self.counters.drop(DropReason.UNKNOWN_DEST_ON_FWD if forwarded else DropReason.UNKNOWN_DEST)
+        if looks_like_disco(payload) and sender.not_here_limiter.allow(now):
+            self._queue_peer_gone(sender, dst, PeerGoneReason.NOT_HERE)
+
+    def _forward_via_mesh(self, src: NodePublic, dst: NodePublic, payload: bytes) -> bool:
+        """Mesh seam: send to the region server that holds dst. No mesh yet."""
+        return False
+
+    def _queue_peer_gone(self, conn: ClientConn, peer: NodePublic, reason: PeerGoneReason) -> None:
+        if conn.enqueue_peer_gone(peer, reason):
+            self.counters.peer_gone_queued += 1
+        else:
+            self.counters.drop(DropReason.PEER_GONE_OVERFLOW)
+
+    def _peer_gone_from_region(self, key: NodePublic) -> None:
+        """`key`'s last connection left: tell everyone who received from it."""
+        for dst, conn_id in self._sent_to.pop(key, {}).items():
+            srcs = self._received_from.get(dst)
+            if srcs is not None:
+                srcs.discard(key)
+                if not srcs:
+                    del self._received_from[dst]
+            dks = self._keys.get(dst)
+            if dks is None:
+                continue
+            for c in dks.conns:
+                if c.conn_id == conn_id:
+                    self._queue_peer_gone(c, key, PeerGoneReason.DISCONNECTED)
+        # `key` as a destination is gone too: forget who sent to it.
+        for src in self._received_from.pop(key, set()):
+            dsts = self._sent_to.get(src)
+            if dsts is not None:
+                dsts.pop(key, None)
+                if not dsts:
+                    del self._sent_to[src]
+        # Mesh seam: tell watchers PeerGone(key, Disconnected) here.
+
+    # --- observation ---------------------------------------------------------------------------
+
+    def note_handshake_failure(self) -> None:
+        self.counters.handshake_failures += 1
+
+    def note_bad_frame(self) -> None:
+        self.counters.bad_frames += 1
+
+    def note_slow_client(self) -> None:
+        self.counters.slow_clients_dropped += 1
+
+    def note_keepalive(self) -> None:
+        self.counters.keepalives_sent += 1
+
+    def stats(self) -> RelayStats:
+        c = self.counters
+        conns = [conn for ks in self._keys.values() for conn in ks.conns]
+        return RelayStats(
+            connections_current=len(conns),
+            keys_current=len(self._keys),
+            home_connections=sum(1 for conn in conns if conn.preferred),
+            mesh_connections=sum(1 for conn in conns if conn.is_mesh_peer),
+            connections_accepted=c.connections_accepted,
+            connections_refused=c.connections_refused,
+            admission_errors=c.admission_errors,
+            handshake_failures=c.handshake_failures,
+            bad_frames=c.bad_frames,
+            slow_clients_dropped=c.slow_clients_dropped,
+            packets_received=c.packets_received,
+            bytes_received=c.bytes_received,
+            disco_packets_received=c.disco_packets_received,
+            packets_relayed=c.packets_relayed,
+            bytes_relayed=c.bytes_relayed,
+            pings_received=c.pings_received,
+            pongs_queued=c.pongs_queued,
+            peer_gone_queued=c.peer_gone_queued,
+            keepalives_sent=c.keepalives_sent,
+            unknown_frames=c.unknown_frames,
+            keys_disconnected=c.keys_disconnected,
+            drops=dict(c.drops),
+        )
