@@ -1,0 +1,213 @@
+"""Assembling the server: state, control, relay, listeners, admin API.
+
+`OutpostServer.run()` is what `outpost serve` calls. It owns the event loop's
+long-lived tasks and shuts them down in order on SIGTERM/SIGINT: listeners
+first (clients start reconnecting elsewhere or wait), then map sessions, then
+the database. Everything a restart needs is in the data directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+from dataclasses import asdict
+from html import escape
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from .api.app import create_app
+from .api.context import ApiContext
+from .ca.local import ensure_tls
+from .config import ServerConfig
+from .control.fanout import Fanout
+from .control.mapper import DerpSettings
+from .control.register import Registrar
+from .control.service import ControlService, ControlSettings
+from .db.engine import open_database, sqlite_url
+from .keys import NodePublic
+from .net.derp import serve_derp
+from .net.listener import PublicHTTP, tls_context
+from .net.stun import start_stun
+from .proto.stun import StunCounters
+from .relay import Relay
+from .state.model import NodeChange
+from .state.store import Store, utcnow
+
+log = logging.getLogger(__name__)
+
+
+class _EmbeddedUvicorn(uvicorn.Server):
+    """uvicorn without its own signal handling: the appliance owns signals."""
+
+    @contextlib.contextmanager
+    def capture_signals(self):  # type: ignore[no-untyped-def,override]
+        yield
+
+
+def _unix_socket(path: Path) -> socket.socket:
+    """A listening unix socket only its owner can connect to."""
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)
+    try:
+        sock.bind(str(path))
+    finally:
+        os.umask(old)
+    os.chmod(path, 0o600)
+    sock.listen(64)
+    return sock
+
+
+class OutpostServer:
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config.validate()
+        self._stop = asyncio.Event()
+        self._servers: list[asyncio.AbstractServer] = []
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._stun_transport: asyncio.BaseTransport | None = None
+
+    # ---------------------------------------------------------------- build
+    async def start(self) -> None:
+        cfg = self.config
+        cfg.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(cfg.data_dir, 0o700)
+        engine = open_database(cfg.database_url or sqlite_url(cfg.data_dir / "outpost.db"))
+        self.engine = engine
+        self.store = store = Store(engine)
+        noise_key = store.server_key("noise")
+        legacy_key = store.server_key("legacy")
+        derp_key = store.server_key("derp")
+
+        public_host = cfg.public_host
+        tls_names = sorted({public_host, cfg.listen[0], *( [cfg.tls_listen[0]] if cfg.tls_listen else [])})
+        self.tls = ensure_tls(cfg.data_dir / "tls", cfg.site_name, tls_names)
+
+        derp = DerpSettings(
+            region_id=cfg.derp_region_id,
+            region_code=cfg.site_name[:16] or "outpost",
+            region_name=f"Outpost {cfg.site_name}",
+            host=public_host,
+            derp_port=cfg.tls_listen[1] if cfg.tls_listen else 443,
+            stun_port=cfg.stun_listen[1] if cfg.stun_listen else -1,
+            can_port80=cfg.listen[1] == 80,
+        )
+        self.registrar = Registrar(store, cfg.effective_server_url)
+        self.fanout = Fanout(store)
+        self.control = ControlService(
+            store, self.registrar, self.fanout, ControlSettings(base_domain=cfg.base_domain, derp=derp)
+        )
+
+        self.relay = relay = Relay(derp_key, admission=self._admit)
+        store.subscribe(self._relay_on_change)
+        self.stun_counters = StunCounters()
+
+        async def derp_upgrade(
+            r: asyncio.StreamReader, w: asyncio.StreamWriter, initial: bytes, fast: bool
+        ) -> None:
+            await serve_derp(relay, r, w, initial=initial, fast_start=fast)
+
+        self.public = PublicHTTP(
+            noise_key=noise_key,
+            legacy_key=legacy_key,
+            control_handler=self.control.handle,
+            derp_upgrade=derp_upgrade,
+            pending_page=self._pending_page,
+        )
+        host, port = cfg.listen
+        self._servers.append(await asyncio.start_server(self.public.serve_connection, host, port, reuse_address=True))
+        if cfg.tls_listen:
+            ctx = tls_context(str(self.tls.leaf_chain), str(self.tls.leaf_key))
+            th, tp = cfg.tls_listen
+            self._servers.append(
+                await asyncio.start_server(self.public.serve_connection, th, tp, ssl=ctx, reuse_address=True)
+            )
+        if cfg.stun_listen:
+            sh, sp = cfg.stun_listen
+            self._stun_transport = await start_stun(sh, sp, self.stun_counters)
+
+        api_ctx = ApiContext(
+            store=store,
+            registrar=self.registrar,
+            fanout=self.fanout,
+            control=self.control,
+            server_url=cfg.effective_server_url,
+            listener_counters=self.public.counters,
+            relay_stats=self._relay_stats,
+        )
+        sock = _unix_socket(cfg.admin_socket)
+        uv = _EmbeddedUvicorn(
+            uvicorn.Config(create_app(api_ctx), log_level="warning", lifespan="off", access_log=False)
+        )
+        self._uvicorn = uv
+        self._tasks.append(asyncio.create_task(uv.serve(sockets=[sock])))
+        log.info(
+            "outpost serving %s (tls %s, stun %s), admin socket %s",
+            cfg.listen, cfg.tls_listen, cfg.stun_listen, cfg.admin_socket,
+        )
+
+    # ------------------------------------------------------------ relay glue
+    def _admit(self, key: NodePublic) -> bool:
+        """Only node keys currently registered and not expired may use the relay."""
+        node = self.store.node_by_key(key)
+        return node is not None and not node.is_expired(utcnow())
+
+    def _relay_on_change(self, change: NodeChange) -> None:
+        before = change.before
+        if before is None:
+            return
+        now_node = self.store.nodes().get(change.node_id)
+        if now_node is None or now_node.node_key != before.node_key or now_node.is_expired(utcnow()):
+            self.relay.disconnect_key(before.node_key)
+
+    def _relay_stats(self) -> dict[str, Any]:
+        return {"derp": asdict(self.relay.stats()), "stun": asdict(self.stun_counters.snapshot())}
+
+    def _pending_page(self, auth_id: str) -> str | None:
+        p = self.registrar.pending.get(auth_id)
+        if p is None:
+            return None
+        return (
+            f"Outpost: the device {escape(p.hostname)} is waiting for approval.\n\n"
+            f"Ask the site administrator to approve it on the console, or run:\n\n"
+            f"    outpost nodes approve {escape(auth_id)} --user <name>\n"
+        )
+
+    # ------------------------------------------------------------ lifecycle
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.request_stop)
+        await self.start()
+        print("outpost: ready", flush=True)
+        await self._stop.wait()
+        await self.stop()
+
+    async def stop(self) -> None:
+        for s in self._servers:
+            s.close()
+        if self._stun_transport is not None:
+            self._stun_transport.close()
+        for session in list(self.fanout.sessions.values()):
+            session.close("server shutting down")
+        self._uvicorn.should_exit = True
+        await asyncio.sleep(0)
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(t, 5)
+        for s in self._servers:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(s.wait_closed(), 2)
+        with contextlib.suppress(FileNotFoundError):
+            self.config.admin_socket.unlink()
+        self.engine.dispose()

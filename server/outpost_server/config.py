@@ -1,0 +1,74 @@
+"""Server configuration: a frozen value built once from the command line.
+
+Defaults are the embedded appliance defaults: SQLite under the data
+directory, the local DERP relay and STUN, listening on 127.0.0.1 only, so a
+fresh `make up` never exposes anything beyond the machine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from ipaddress import ip_address
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from .errors import InvalidInput
+
+DEFAULT_LISTEN = ("127.0.0.1", 8080)
+DEFAULT_TLS_LISTEN = ("127.0.0.1", 8443)
+DEFAULT_STUN_LISTEN = ("127.0.0.1", 3478)
+DEFAULT_BASE_DOMAIN = "outpost.internal"  # .internal is reserved for private use (ICANN, 2024)
+DEFAULT_DERP_REGION_ID = 900  # 900-999 are reserved for user-run DERP regions
+
+
+def parse_hostport(text: str, what: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit():
+        raise InvalidInput(f"{what} must look like HOST:PORT, got {text!r}")
+    host = host.strip("[]")
+    try:
+        ip_address(host)
+    except ValueError:
+        if host not in ("localhost",):
+            raise InvalidInput(f"{what} must be an IP address, got {host!r}") from None
+    p = int(port)
+    if not 0 < p < 65536:
+        raise InvalidInput(f"{what} port out of range: {p}")
+    return host, p
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    data_dir: Path
+    listen: tuple[str, int] = DEFAULT_LISTEN
+    tls_listen: tuple[str, int] | None = DEFAULT_TLS_LISTEN
+    stun_listen: tuple[str, int] | None = DEFAULT_STUN_LISTEN
+    server_url: str = ""
+    base_domain: str = DEFAULT_BASE_DOMAIN
+    site_name: str = "outpost"
+    derp_region_id: int = DEFAULT_DERP_REGION_ID
+    database_url: str = ""
+
+    @property
+    def admin_socket(self) -> Path:
+        return self.data_dir / "admin.sock"
+
+    @property
+    def effective_server_url(self) -> str:
+        if self.server_url:
+            return self.server_url.rstrip("/")
+        host, port = self.listen
+        return f"http://{host}" if port == 80 else f"http://{host}:{port}"
+
+    @property
+    def public_host(self) -> str:
+        """The address clients dial for DERP and STUN: the login server's host."""
+        return urlsplit(self.effective_server_url).hostname or self.listen[0]
+
+    def validate(self) -> ServerConfig:
+        url = urlsplit(self.effective_server_url)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise InvalidInput(f"server URL must be http(s)://HOST[:PORT], got {self.server_url!r}")
+        if not self.base_domain or self.base_domain.startswith(".") or " " in self.base_domain:
+            raise InvalidInput(f"invalid base domain {self.base_domain!r}")
+        return self

@@ -1,0 +1,219 @@
+"""Map sessions and the delta fan-out.
+
+Theory of operation
+-------------------
+Each node has at most one live streaming map session (a new stream from the
+same node replaces the old one, as the reference test server does). A session
+does not receive messages; it accumulates *what* changed since it last wrote:
+
+    changed   peers to send in full (PeersChanged)
+    patched   peer id -> patchable fields (PeersChangedPatch)
+    removed   peers gone (PeersRemoved)
+    online    peer id -> online flag
+    self      its own Node changed
+
+The store's listener (`Fanout.on_change`) only marks these sets on the
+sessions that can see the changed node and sets their wake event: O(viewers)
+set insertions, no serialisation. Each session's writer task then wakes,
+drains its sets in one synchronous step and builds one message from the
+current state. Bursts coalesce by themselves (ten endpoint changes of a peer
+become one patch), and a slow client never delays another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..state.model import PATCHABLE_FIELDS, NodeChange, NodeId
+from ..state.store import Store, utcnow
+from .mapper import go_time, user_profile
+
+Visibility = Callable[[NodeId, NodeId], bool]  # (viewer, node) -> may viewer see node
+
+
+def allow_all(_viewer: NodeId, _node: NodeId) -> bool:
+    """Until the policy engine is wired in, every node sees every other node."""
+    return True
+
+
+@dataclass(eq=False)
+class MapSession:
+    node_id: NodeId
+    cap_version: int
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    closed: bool = False
+    close_reason: str = ""
+    self_dirty: bool = False
+    changed: set[NodeId] = field(default_factory=set)
+    patched: dict[NodeId, set[str]] = field(default_factory=dict)
+    removed: set[NodeId] = field(default_factory=set)
+    online: dict[NodeId, bool] = field(default_factory=dict)
+    sent_users: set[int] = field(default_factory=set)
+    known_peers: set[NodeId] = field(default_factory=set)
+
+    def close(self, reason: str) -> None:
+        self.closed = True
+        self.close_reason = reason
+        self.wake.set()
+
+    def has_pending(self) -> bool:
+        return bool(
+            self.self_dirty or self.changed or self.patched or self.removed or self.online
+        )
+
+
+class Fanout:
+    def __init__(self, store: Store, visibility: Visibility = allow_all) -> None:
+        self._store = store
+        self._visible = visibility
+        self.sessions: dict[NodeId, MapSession] = {}
+        store.subscribe(self.on_change)
+        # Called with the node id when a session ends and no other replaced it.
+        self.on_offline: list[Callable[[NodeId], None]] = []
+
+    # ---------------------------------------------------------------- sessions
+    def attach(self, session: MapSession) -> None:
+        old = self.sessions.get(session.node_id)
+        if old is not None:
+            old.close("replaced by a newer map stream")
+        was_online = old is not None
+        self.sessions[session.node_id] = session
+        if not was_online:
+            self._mark_online(session.node_id, True)
+
+    def detach(self, session: MapSession) -> None:
+        if self.sessions.get(session.node_id) is session:
+            del self.sessions[session.node_id]
+            try:
+                self._store.set_last_seen(session.node_id, utcnow())
+            except Exception:  # noqa: S110 - node deleted meanwhile; nothing to record
+                pass
+            self._mark_online(session.node_id, False)
+            for cb in self.on_offline:
+                cb(session.node_id)
+
+    def is_online(self, node_id: NodeId) -> bool:
+        return node_id in self.sessions
+
+    def _viewers(self, node_id: NodeId) -> Iterable[MapSession]:
+        for viewer_id, s in self.sessions.items():
+            if viewer_id != node_id and self._visible(viewer_id, node_id):
+                yield s
+
+    def _mark_online(self, node_id: NodeId, online: bool) -> None:
+        for s in self._viewers(node_id):
+            s.online[node_id] = online
+            s.wake.set()
+
+    # ------------------------------------------------------------ state events
+    def on_change(self, change: NodeChange) -> None:
+        nid = change.node_id
+        if change.kind == "removed":
+            own = self.sessions.pop(nid, None)
+            if own is not None:
+                own.close("node deleted")
+            for s in self.sessions.values():
+                if nid in s.known_peers:
+                    s.removed.add(nid)
+                s.changed.discard(nid)
+                s.patched.pop(nid, None)
+                s.online.pop(nid, None)
+                s.wake.set()
+            return
+        own = self.sessions.get(nid)
+        if own is not None and change.kind == "updated":
+            own.self_dirty = True
+            own.wake.set()
+        patch_only = change.kind == "updated" and change.fields <= PATCHABLE_FIELDS
+        for s in self._viewers(nid):
+            if patch_only and nid in s.known_peers:
+                s.patched.setdefault(nid, set()).update(change.fields)
+            else:
+                s.changed.add(nid)
+                s.removed.discard(nid)
+            s.wake.set()
+
+    def policy_changed(self) -> None:
+        """Visibility may have changed for everyone: each session recomputes."""
+        for s in self.sessions.values():
+            s.self_dirty = True
+            s.wake.set()
+
+    # ------------------------------------------------------------ building
+    def drain(self, s: MapSession, renderer: Any) -> dict[str, Any] | None:
+        """Turn a session's pending sets into one delta MapResponse (or None)."""
+        store = self._store
+        nodes = store.nodes()
+        resp: dict[str, Any] = {}
+        if s.self_dirty:
+            me = nodes.get(s.node_id)
+            if me is not None:
+                resp["Node"] = renderer.self_node(me, True)
+        removed = sorted(i for i in s.removed if i not in nodes and i in s.known_peers)
+        changed = []
+        for i in sorted(s.changed):
+            node = nodes.get(i)
+            if node is not None and self._visible(s.node_id, i):
+                changed.append(renderer.peer(node, self.is_online(i)))
+                s.known_peers.add(i)
+        patches: dict[NodeId, dict[str, Any]] = {}
+        for i, fields in s.patched.items():
+            node = nodes.get(i)
+            if node is not None and i not in s.changed:
+                patches[i] = renderer.patch(node, fields)
+        for i, online in s.online.items():
+            node = nodes.get(i)
+            if node is None or i in s.changed or i not in s.known_peers:
+                continue
+            p = patches.setdefault(i, {"NodeID": i})
+            p["Online"] = online
+            if not online and node.last_seen is not None:
+                p["LastSeen"] = go_time(node.last_seen)
+        s.known_peers.difference_update(removed)
+        s.self_dirty = False
+        s.changed.clear()
+        s.patched.clear()
+        s.removed.clear()
+        s.online.clear()
+        if removed:
+            resp["PeersRemoved"] = removed
+        if changed:
+            resp["PeersChanged"] = changed
+            profiles = self._new_profiles(s, (n["User"] for n in changed))
+            if profiles:
+                resp["UserProfiles"] = profiles
+        if patches:
+            resp["PeersChangedPatch"] = [patches[k] for k in sorted(patches)]
+        return resp or None
+
+    def full(self, s: MapSession, renderer: Any) -> dict[str, Any]:
+        """Self node, every visible peer and their profiles: the first message."""
+        nodes = self._store.nodes()
+        me = nodes[s.node_id]
+        peers = [
+            renderer.peer(n, self.is_online(i))
+            for i, n in sorted(nodes.items())
+            if i != s.node_id and self._visible(s.node_id, i)
+        ]
+        s.known_peers = {p["ID"] for p in peers}
+        s.self_dirty = False
+        s.changed.clear()
+        s.patched.clear()
+        s.removed.clear()
+        s.online.clear()
+        s.sent_users.clear()
+        profiles = self._new_profiles(s, [renderer.base(me)["User"]] + [p["User"] for p in peers])
+        return {"Node": renderer.self_node(me, True), "Peers": peers, "UserProfiles": profiles}
+
+    def _new_profiles(self, s: MapSession, user_ids: Iterable[int]) -> list[dict[str, Any]]:
+        users = self._store.users()
+        out = []
+        for uid in user_ids:
+            if uid in s.sent_users:
+                continue
+            s.sent_users.add(uid)
+            out.append(user_profile(users.get(uid), uid))  # type: ignore[call-overload]
+        return out
