@@ -1,0 +1,1 @@
+"""Official Tailscale clients against Outpost, each in its own network namespace (netns)."""
