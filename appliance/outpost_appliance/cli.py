@@ -308,7 +308,28 @@ def build_parser() -> argparse.ArgumentParser:
     pol = sub.add_parser("policy", help="policy tools").add_subparsers(dest="action", required=True)
     sp = pol.add_parser("conformance", help="check the policy engine against recorded cases")
     sp.add_argument("directory")
+
+    # Subcommand groups that live in their own modules: each defines
+    # add_commands(subparsers) and sets `func(args, client) -> int` on its parsers.
+    for module in _command_modules():
+        module.add_commands(sub)
     return p
+
+
+def _command_modules() -> list[Any]:
+    import importlib
+
+    mods = []
+    for name in COMMAND_MODULES:
+        try:
+            mods.append(importlib.import_module(f"outpost_appliance.{name}"))
+        except ModuleNotFoundError as exc:
+            if exc.name != f"outpost_appliance.{name}":
+                raise
+    return mods
+
+
+COMMAND_MODULES = ("cli_ca", "cli_bundles", "cli_audit", "cli_backup", "cli_console")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -321,6 +342,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "policy":
             return cmd_policy(args)
         client = AdminClient(_socket(args))
+        if hasattr(args, "func"):
+            return int(args.func(args, client))
         handler = {"status": cmd_status, "users": cmd_users, "keys": cmd_keys, "nodes": cmd_nodes}[args.cmd]
         return handler(args, client)
     except ApiError as exc:

@@ -219,3 +219,13 @@ async def test_new_stream_replaces_the_old_one(outpost: Running) -> None:
     assert old_task is not None
     await asyncio.wait_for(old_task, 5)  # the first stream was ended by the server
     await node.close()
+
+
+async def test_deleted_node_is_told_its_key_expired_before_its_stream_ends(outpost: Running) -> None:
+    node = await joined(outpost, "doomed")
+    node_id = node.self_node["ID"]  # type: ignore[index]
+    outpost.store.delete_node(node_id)
+    await node.wait_for(lambda n: "KeyExpiry" in (n.self_node or {}))
+    assert node._map_task is not None
+    await asyncio.wait_for(node._map_task, 5)
+    await node.close()

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..state.model import PATCHABLE_FIELDS, NodeChange, NodeId
+from ..state.model import PATCHABLE_FIELDS, Node, NodeChange, NodeId
 from ..state.store import Store, utcnow
 from .mapper import go_time, user_profile
 
@@ -53,6 +53,9 @@ class MapSession:
     online: dict[NodeId, bool] = field(default_factory=dict)
     sent_users: set[int] = field(default_factory=set)
     known_peers: set[NodeId] = field(default_factory=set)
+    # Set when the node itself was deleted: its last state, so the stream can
+    # tell the client its key is no longer valid before ending.
+    farewell: Node | None = None
 
     def close(self, reason: str) -> None:
         self.closed = True
@@ -114,6 +117,7 @@ class Fanout:
         if change.kind == "removed":
             own = self.sessions.pop(nid, None)
             if own is not None:
+                own.farewell = change.before
                 own.close("node deleted")
             for s in self.sessions.values():
                 if nid in s.known_peers:

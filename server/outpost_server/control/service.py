@@ -191,11 +191,22 @@ class ControlService:
                 continue
             session.wake.clear()
             if session.closed:
+                if session.farewell is not None:
+                    await resp.write(mapframe.encode(mapframe.dumps(self._farewell(session.farewell))))
                 return
             msg = self.fanout.drain(session, self.renderer)
             if msg is not None:
                 msg["ControlTime"] = go_time(utcnow())
                 await resp.write(mapframe.encode(mapframe.dumps(msg)))
+
+    def _farewell(self, node: Any) -> dict[str, Any]:
+        """Last message to a deleted node: its key expired now, so the client
+        stops using the tailnet and shows NeedsLogin instead of retrying."""
+        me = dict(self.renderer.self_node(node, True))
+        self.renderer.forget(node.id)
+        now = go_time(utcnow())
+        me["KeyExpiry"] = now
+        return {"Node": me, "ControlTime": now}
 
     def _apply_client_state(self, node_id: Any, body: dict[str, Any]) -> Any:
         hostinfo = body.get("Hostinfo")
