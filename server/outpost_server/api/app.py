@@ -14,13 +14,21 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from litestar import Controller, Litestar, Request, Response, delete, get, post
+from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.params import FromPath, JSONBody
 
 from .. import __version__
 from ..errors import DomainError, InvalidInput
 from ..state.model import EnrolmentKey, EnrolmentKeyId, Node, NodeId, User, UserId
 from ..state.store import utcnow
 from .context import ApiContext
+
+
+# Explicit markers (Litestar >= 2.23): the context is a named dependency, bodies
+# are JSON objects, path parameters are declared as such.
+Ctx = NamedDependency[ApiContext]
+JsonObject = JSONBody[dict[str, Any]]
 
 
 def _iso(t: datetime | None) -> str | None:
@@ -48,7 +56,7 @@ def key_view(k: EnrolmentKey, users: dict[UserId, User]) -> dict[str, Any]:
     }
 
 
-def node_view(ctx: ApiContext, n: Node) -> dict[str, Any]:
+def node_view(ctx: Ctx, n: Node) -> dict[str, Any]:
     users = ctx.store.users()
     now = utcnow()
     return {
@@ -102,7 +110,7 @@ def _parse_duration(text: str | None) -> timedelta | None:
     return timedelta(seconds=int(num) * units[unit])
 
 
-def _user_ref(ctx: ApiContext, ref: Any) -> UserId | None:
+def _user_ref(ctx: Ctx, ref: Any) -> UserId | None:
     if ref is None or ref == "":
         return None
     if isinstance(ref, int):
@@ -116,7 +124,7 @@ class StatusController(Controller):
     path = "/v1/status"
 
     @get()
-    async def status(self, ctx: ApiContext) -> dict[str, Any]:
+    async def status(self, ctx: Ctx) -> dict[str, Any]:
         nodes = ctx.store.nodes()
         return {
             "version": __version__,
@@ -134,11 +142,11 @@ class UsersController(Controller):
     path = "/v1/users"
 
     @get()
-    async def list_users(self, ctx: ApiContext) -> list[dict[str, Any]]:
+    async def list_users(self, ctx: Ctx) -> list[dict[str, Any]]:
         return [user_view(u) for u in sorted(ctx.store.users().values(), key=lambda u: u.id)]
 
     @post()
-    async def create_user(self, ctx: ApiContext, data: dict[str, Any]) -> dict[str, Any]:
+    async def create_user(self, ctx: Ctx, data: JsonObject) -> dict[str, Any]:
         body = _body_dict(data)
         name = body.get("name")
         if not isinstance(name, str):
@@ -149,7 +157,7 @@ class UsersController(Controller):
         return user_view(user)
 
     @delete("/{name:str}", status_code=200)
-    async def delete_user(self, ctx: ApiContext, name: str) -> dict[str, Any]:
+    async def delete_user(self, ctx: Ctx, name: FromPath[str]) -> dict[str, Any]:
         user = ctx.store.delete_user(ctx.store.user_by_name(name).id)
         ctx.audit("user.delete", user=user.name)
         return user_view(user)
@@ -159,12 +167,12 @@ class KeysController(Controller):
     path = "/v1/enrolment-keys"
 
     @get()
-    async def list_keys(self, ctx: ApiContext) -> list[dict[str, Any]]:
+    async def list_keys(self, ctx: Ctx) -> list[dict[str, Any]]:
         users = ctx.store.users()
         return [key_view(k, users) for k in sorted(ctx.store.enrolment_keys().values(), key=lambda k: k.id)]
 
     @post()
-    async def create_key(self, ctx: ApiContext, data: dict[str, Any]) -> dict[str, Any]:
+    async def create_key(self, ctx: Ctx, data: JsonObject) -> dict[str, Any]:
         body = _body_dict(data)
         tags = body.get("tags") or []
         if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
@@ -184,7 +192,7 @@ class KeysController(Controller):
         return view
 
     @delete("/{key_id:int}", status_code=200)
-    async def revoke_key(self, ctx: ApiContext, key_id: int) -> dict[str, Any]:
+    async def revoke_key(self, ctx: Ctx, key_id: FromPath[int]) -> dict[str, Any]:
         key = ctx.store.revoke_enrolment_key(EnrolmentKeyId(key_id))
         ctx.audit("enrolment_key.revoke", key=key.prefix)
         return key_view(key, ctx.store.users())
@@ -194,21 +202,21 @@ class NodesController(Controller):
     path = "/v1/nodes"
 
     @get()
-    async def list_nodes(self, ctx: ApiContext) -> list[dict[str, Any]]:
+    async def list_nodes(self, ctx: Ctx) -> list[dict[str, Any]]:
         return [node_view(ctx, n) for _, n in sorted(ctx.store.nodes().items())]
 
     @get("/{node_id:int}")
-    async def get_node(self, ctx: ApiContext, node_id: int) -> dict[str, Any]:
+    async def get_node(self, ctx: Ctx, node_id: FromPath[int]) -> dict[str, Any]:
         return node_view(ctx, ctx.store.node(NodeId(node_id)))
 
     @delete("/{node_id:int}", status_code=200)
-    async def delete_node(self, ctx: ApiContext, node_id: int) -> dict[str, Any]:
+    async def delete_node(self, ctx: Ctx, node_id: FromPath[int]) -> dict[str, Any]:
         node = ctx.store.delete_node(NodeId(node_id))
         ctx.audit("node.delete", node=node.given_name)
         return {"id": node.id, "name": node.given_name, "deleted": True}
 
     @post("/{node_id:int}/rename")
-    async def rename_node(self, ctx: ApiContext, node_id: int, data: dict[str, Any]) -> dict[str, Any]:
+    async def rename_node(self, ctx: Ctx, node_id: FromPath[int], data: JsonObject) -> dict[str, Any]:
         name = _body_dict(data).get("name")
         if not isinstance(name, str):
             raise InvalidInput("'name' is required")
@@ -218,13 +226,13 @@ class NodesController(Controller):
         return node_view(ctx, node)
 
     @post("/{node_id:int}/expire")
-    async def expire_node(self, ctx: ApiContext, node_id: int) -> dict[str, Any]:
+    async def expire_node(self, ctx: Ctx, node_id: FromPath[int]) -> dict[str, Any]:
         node = ctx.store.expire_node(NodeId(node_id))
         ctx.audit("node.expire", node=node.given_name)
         return node_view(ctx, node)
 
     @get("/pending")
-    async def pending(self, ctx: ApiContext) -> list[dict[str, Any]]:
+    async def pending(self, ctx: Ctx) -> list[dict[str, Any]]:
         return [
             {
                 "auth_id": p.auth_id,
@@ -239,7 +247,7 @@ class NodesController(Controller):
         ]
 
     @post("/pending/{auth_id:str}/approve")
-    async def approve(self, ctx: ApiContext, auth_id: str, data: dict[str, Any]) -> dict[str, Any]:
+    async def approve(self, ctx: Ctx, auth_id: FromPath[str], data: JsonObject) -> dict[str, Any]:
         body = _body_dict(data)
         tags = body.get("tags") or []
         if not isinstance(tags, list):
@@ -251,7 +259,7 @@ class NodesController(Controller):
         return node_view(ctx, node)
 
     @post("/pending/{auth_id:str}/reject")
-    async def reject(self, ctx: ApiContext, auth_id: str) -> dict[str, Any]:
+    async def reject(self, ctx: Ctx, auth_id: FromPath[str]) -> dict[str, Any]:
         p = ctx.registrar.reject(auth_id)
         ctx.audit("node.reject", auth_id=auth_id, hostname=p.hostname)
         return {"auth_id": auth_id, "rejected": True}
@@ -278,7 +286,7 @@ class _Provide:
         return self.ctx
 
 
-def create_app(ctx: ApiContext) -> Litestar:
+def create_app(ctx: Ctx) -> Litestar:
     return Litestar(
         route_handlers=[StatusController, UsersController, KeysController, NodesController],
         dependencies={"ctx": _Provide(ctx)},
