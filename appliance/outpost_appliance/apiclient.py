@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import getpass
+import os
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 REQUEST_TIMEOUT_S = 30.0
+
+
+def actor() -> str:
+    """Who is acting, for the audit log: the login behind sudo if any."""
+    try:
+        user = os.environ.get("SUDO_USER") or getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    return f"cli:{user}"
 
 
 class ApiError(Exception):
@@ -26,7 +37,12 @@ class AdminClient:
             )
         transport = httpx.HTTPTransport(uds=str(self.socket_path))
         try:
-            with httpx.Client(transport=transport, base_url="http://outpost", timeout=REQUEST_TIMEOUT_S) as c:
+            with httpx.Client(
+                transport=transport,
+                base_url="http://outpost",
+                timeout=REQUEST_TIMEOUT_S,
+                headers={"X-Outpost-Actor": actor()},
+            ) as c:
                 r = c.request(method, path, json=body)
         except httpx.TransportError as exc:
             raise ApiError(f"cannot reach the server at {self.socket_path}: {exc}") from None

@@ -222,13 +222,49 @@ def cmd_nodes(args: argparse.Namespace, c: AdminClient) -> int:
     elif a == "reject":
         r = c.post(f"/v1/nodes/pending/{args.auth_id}/reject", {})
         _out(args, r, f"rejected {args.auth_id}")
+    elif a == "routes":
+        r = c.get(f"/v1/nodes/{args.id}/routes")
+        _out(args, r, "\n".join(f"{k:>10}: {_fmt(r[k])}" for k in ("name", "advertised", "approved", "serving")))
+    elif a == "approve-routes":
+        routes = [x for x in args.routes.split(",") if x]
+        r = c.post(f"/v1/nodes/{args.id}/routes", {"routes": routes})
+        _out(args, r, f"node {r['id']}: approved routes {_fmt(r['approved'])}")
     return 0
 
 
 def cmd_policy(args: argparse.Namespace) -> int:
-    from outpost_server.policy.conformance import main as conformance_main
+    if args.action == "conformance":
+        from outpost_server.policy.conformance import main as conformance_main
 
-    return conformance_main([args.directory])
+        return conformance_main([args.directory])
+    c = AdminClient(_socket(args))
+    a = args.action
+    if a == "get":
+        p = c.get("/v1/policy")
+        if args.json:
+            print(json.dumps(p, indent=2))
+        else:
+            print(p["text"] if p["text"] is not None else f"# {p['note']}")
+    elif a in ("set", "check", "test"):
+        text = Path(args.file).read_text(encoding="utf-8")
+        if a == "set":
+            r = c.post("/v1/policy", {"text": text, "comment": args.comment or ""})
+            _out(args, r, f"policy version {r['id']} is now in force")
+        else:
+            r = c.post("/v1/policy/check", {"text": text})
+            _out(args, r, f"{args.file}: {r['message']}")
+    elif a == "history":
+        rows = c.get("/v1/policy/history")
+        _out(args, rows, _table(rows, [("id", "VERSION"), ("created", "CREATED"), ("author", "AUTHOR"), ("current", "CURRENT"), ("comment", "COMMENT")]))
+    elif a == "diff":
+        r = c.get(f"/v1/policy/diff/{args.a}/{args.b}")
+        _out(args, r, r["diff"] or "(no differences)")
+    elif a == "rollback":
+        if not _confirm(args, f"Put policy version {args.version} back in force?"):
+            return 1
+        r = c.post(f"/v1/policy/rollback/{args.version}", {})
+        _out(args, r, f"policy version {r['id']} (a copy of {args.version}) is now in force")
+    return 0
 
 
 # ---------------------------------------------------------------------- parser
@@ -304,8 +340,33 @@ def build_parser() -> argparse.ArgumentParser:
     sp = nodes.add_parser("reject", help="reject a pending interactive login")
     sp.add_argument("auth_id")
     json_flag(sp)
+    sp = nodes.add_parser("routes", help="routes a node advertises, and which are approved")
+    sp.add_argument("id", type=int)
+    json_flag(sp)
+    sp = nodes.add_parser("approve-routes", help="set the approved routes of a node")
+    sp.add_argument("id", type=int)
+    sp.add_argument("--routes", required=True, help="comma-separated prefixes ('' approves none)")
+    json_flag(sp)
 
-    pol = sub.add_parser("policy", help="policy tools").add_subparsers(dest="action", required=True)
+    pol = sub.add_parser("policy", help="the tailnet policy (ACLs, grants, SSH)").add_subparsers(dest="action", required=True)
+    json_flag(pol.add_parser("get", help="print the policy in force"))
+    sp = pol.add_parser("set", help="validate, test and put a policy file in force")
+    sp.add_argument("file")
+    sp.add_argument("--comment", help="note kept in the history")
+    json_flag(sp)
+    for action, helptext in (("check", "validate a policy file without storing it"), ("test", "run a policy file's tests/sshTests against the live tailnet")):
+        sp = pol.add_parser(action, help=helptext)
+        sp.add_argument("file")
+        json_flag(sp)
+    json_flag(pol.add_parser("history", help="list stored policy versions"))
+    sp = pol.add_parser("diff", help="differences between two versions")
+    sp.add_argument("a", type=int)
+    sp.add_argument("b", type=int)
+    json_flag(sp)
+    sp = pol.add_parser("rollback", help="put an earlier version back in force (as a new version)")
+    sp.add_argument("version", type=int)
+    sp.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    json_flag(sp)
     sp = pol.add_parser("conformance", help="check the policy engine against recorded cases")
     sp.add_argument("directory")
 
@@ -351,6 +412,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # e.g. `outpost policy get | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from .ca.local import ensure_tls
 from .config import ServerConfig
 from .control.fanout import Fanout
 from .control.mapper import DerpSettings
+from .control.policystate import PolicyState
 from .control.register import Registrar
 from .control.service import ControlService, ControlSettings
 from .db.engine import open_database, sqlite_url
@@ -36,7 +37,7 @@ from .net.listener import PublicHTTP, tls_context
 from .net.stun import start_stun
 from .proto.stun import StunCounters
 from .relay import Relay
-from .state.model import NodeChange
+from .state.model import NodeChange, NodeId
 from .state.store import Store, utcnow
 
 log = logging.getLogger(__name__)
@@ -99,9 +100,15 @@ class OutpostServer:
             can_port80=cfg.listen[1] == 80,
         )
         self.registrar = Registrar(store, cfg.effective_server_url)
-        self.fanout = Fanout(store)
+        self.policy = PolicyState(store)
+        self.fanout = Fanout(store, self.policy)
+        self.fanout.on_offline.append(self._schedule_ephemeral_gc)
         self.control = ControlService(
-            store, self.registrar, self.fanout, ControlSettings(base_domain=cfg.base_domain, derp=derp)
+            store,
+            self.registrar,
+            self.fanout,
+            ControlSettings(base_domain=cfg.base_domain, derp=derp),
+            self.policy,
         )
 
         self.relay = relay = Relay(derp_key, admission=self._admit)
@@ -165,6 +172,20 @@ class OutpostServer:
         now_node = self.store.nodes().get(change.node_id)
         if now_node is None or now_node.node_key != before.node_key or now_node.is_expired(utcnow()):
             self.relay.disconnect_key(before.node_key)
+
+    def _schedule_ephemeral_gc(self, node_id: NodeId) -> None:
+        node = self.store.nodes().get(node_id)
+        if node is not None and node.ephemeral:
+            loop = asyncio.get_running_loop()
+            loop.call_later(self.config.ephemeral_grace_s, self._reap_ephemeral, node_id)
+
+    def _reap_ephemeral(self, node_id: NodeId) -> None:
+        """Delete an ephemeral node still offline after its grace period."""
+        node = self.store.nodes().get(node_id)
+        if node is None or not node.ephemeral or self.fanout.is_online(node_id):
+            return
+        self.store.delete_node(node_id)
+        log.info("ephemeral node %s removed after %ss offline", node.given_name, self.config.ephemeral_grace_s)
 
     def _relay_stats(self) -> dict[str, Any]:
         return {"derp": asdict(self.relay.stats()), "stun": asdict(self.stun_counters.snapshot())}

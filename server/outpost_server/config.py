@@ -48,6 +48,9 @@ class ServerConfig:
     site_name: str = "outpost"
     derp_region_id: int = DEFAULT_DERP_REGION_ID
     database_url: str = ""
+    # An ephemeral node (ephemeral key, tsnet Ephemeral, --state=mem:) is deleted
+    # after this long without a map stream; a restart within it keeps the node.
+    ephemeral_grace_s: float = 120.0
 
     @property
     def admin_socket(self) -> Path:

@@ -33,13 +33,14 @@ class Running:
         return secret
 
 
-async def start_server(data_dir: Path) -> Running:
+async def start_server(data_dir: Path, **overrides: object) -> Running:
     port = free_port()
     cfg = ServerConfig(
         data_dir=data_dir,
         listen=("127.0.0.1", port),
         tls_listen=("127.0.0.1", free_port()),
         stun_listen=("127.0.0.1", free_port(socket.SOCK_DGRAM)),
+        **overrides,  # type: ignore[arg-type]
     )
     server = OutpostServer(cfg)
     await server.start()

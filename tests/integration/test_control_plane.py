@@ -229,3 +229,16 @@ async def test_deleted_node_is_told_its_key_expired_before_its_stream_ends(outpo
     assert node._map_task is not None
     await asyncio.wait_for(node._map_task, 5)
     await node.close()
+
+
+async def test_ephemeral_node_is_removed_after_its_grace_period_offline(tmp_path: Path) -> None:
+    running = await start_server(tmp_path / "data", ephemeral_grace_s=0.3)
+    eph = await joined(running, "eph", running.new_key(ephemeral=True))
+    keeper = await joined(running, "keeper")
+    eph_id = eph.self_node["ID"]  # type: ignore[index]
+    await eph.close()
+    await keeper.wait_for(lambda n: eph_id not in n.peers, timeout=5)
+    assert eph_id not in running.store.nodes()
+    assert len(running.store.nodes()) == 1
+    await keeper.close()
+    await running.server.stop()

@@ -9,30 +9,23 @@ to HTTP statuses in one place (`_domain_error`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from dataclasses import dataclass, replace
+from datetime import timedelta
 from typing import Any
 
 from litestar import Controller, Litestar, Request, Response, delete, get, post
-from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException, ValidationException
-from litestar.params import FromPath, JSONBody
 
 from .. import __version__
 from ..errors import DomainError, InvalidInput
 from ..state.model import EnrolmentKey, EnrolmentKeyId, Node, NodeId, User, UserId
 from ..state.store import utcnow
+from .app_types import Ctx, FromPath, JsonObject, iso
 from .context import ApiContext
+from .policy import PolicyController, RoutesController
 
 
-# Explicit markers (Litestar >= 2.23): the context is a named dependency, bodies
-# are JSON objects, path parameters are declared as such.
-Ctx = NamedDependency[ApiContext]
-JsonObject = JSONBody[dict[str, Any]]
-
-
-def _iso(t: datetime | None) -> str | None:
-    return None if t is None else t.isoformat(timespec="seconds") + "Z"
+_iso = iso
 
 
 def user_view(u: User) -> dict[str, Any]:
@@ -80,6 +73,8 @@ def node_view(ctx: Ctx, n: Node) -> dict[str, Any]:
         "cap_version": n.cap_version,
         "endpoints": list(n.endpoints),
         "home_derp": n.home_derp,
+        "advertised_routes": list(n.advertised_routes()),
+        "approved_routes": list(n.approved_routes),
     }
 
 
@@ -278,17 +273,36 @@ def _http_error(_req: Request[Any, Any, Any], exc: Exception) -> Response[dict[s
     return Response({"error": str(detail)}, status_code=exc.status_code)
 
 
+ACTOR_HEADER = "x-outpost-actor"
+MAX_ACTOR_CHARS = 128
+
+
 @dataclass
 class _Provide:
+    """One context per request, carrying who acts.
+
+    The socket is owner-only, so every caller is already the appliance's
+    administrator account; the header names the person or tool behind the
+    call (cli:<login>, console:<user>) for the audit record.
+    """
+
     ctx: ApiContext
 
-    async def __call__(self) -> ApiContext:
-        return self.ctx
+    async def __call__(self, request: Request[Any, Any, Any]) -> ApiContext:
+        actor = (request.headers.get(ACTOR_HEADER) or "admin-api")[:MAX_ACTOR_CHARS]
+        return replace(self.ctx, actor=actor)
 
 
 def create_app(ctx: Ctx) -> Litestar:
     return Litestar(
-        route_handlers=[StatusController, UsersController, KeysController, NodesController],
+        route_handlers=[
+            StatusController,
+            UsersController,
+            KeysController,
+            NodesController,
+            PolicyController,
+            RoutesController,
+        ],
         dependencies={"ctx": _Provide(ctx)},
         exception_handlers={DomainError: _domain_error, HTTPException: _http_error},
         openapi_config=None,

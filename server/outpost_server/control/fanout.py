@@ -23,6 +23,7 @@ become one patch), and a slow client never delays another.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +31,7 @@ from typing import Any
 from ..state.model import PATCHABLE_FIELDS, Node, NodeChange, NodeId
 from ..state.store import Store, utcnow
 from .mapper import go_time, user_profile
+from .policystate import PolicyState
 
 Visibility = Callable[[NodeId, NodeId], bool]  # (viewer, node) -> may viewer see node
 
@@ -56,6 +58,11 @@ class MapSession:
     # Set when the node itself was deleted: its last state, so the stream can
     # tell the client its key is no longer valid before ending.
     farewell: Node | None = None
+    # Policy-derived state last sent, to send only what a policy change altered.
+    policy_dirty: bool = False
+    peer_sig: dict[NodeId, tuple[int, str]] = field(default_factory=dict)
+    sent_filter: str = ""
+    sent_ssh: str = ""
 
     def close(self, reason: str) -> None:
         self.closed = True
@@ -64,14 +71,22 @@ class MapSession:
 
     def has_pending(self) -> bool:
         return bool(
-            self.self_dirty or self.changed or self.patched or self.removed or self.online
+            self.self_dirty
+            or self.changed
+            or self.patched
+            or self.removed
+            or self.online
+            or self.policy_dirty
         )
 
 
 class Fanout:
-    def __init__(self, store: Store, visibility: Visibility = allow_all) -> None:
+    def __init__(self, store: Store, policy: PolicyState | None = None) -> None:
         self._store = store
-        self._visible = visibility
+        self.policy = policy
+        self._visible: Visibility = policy.visible if policy is not None else allow_all
+        if policy is not None:
+            policy.on_stale.append(self.policy_changed)
         self.sessions: dict[NodeId, MapSession] = {}
         store.subscribe(self.on_change)
         # Called with the node id when a session ends and no other replaced it.
@@ -141,10 +156,69 @@ class Fanout:
             s.wake.set()
 
     def policy_changed(self) -> None:
-        """Visibility may have changed for everyone: each session recomputes."""
+        """Visibility, filters or routes may have changed: each session
+        re-evaluates its own view when it next wakes (see `_policy_delta`)."""
         for s in self.sessions.values():
-            s.self_dirty = True
+            s.policy_dirty = True
             s.wake.set()
+
+    # ------------------------------------------------------------ rendering
+    def _peer(self, s: MapSession, node: Node, renderer: Any) -> dict[str, Any]:
+        d = renderer.peer(node, self.is_online(node.id))
+        if self.policy is not None and self.policy.policy is not None:
+            overlay = self.policy.peer_overlay(s.node_id, node)
+            if overlay:
+                d.update(overlay)
+        s.peer_sig[node.id] = (node.revision, json.dumps(d.get("AllowedIPs")) + json.dumps(d.get("PrimaryRoutes")))
+        return d
+
+    def _self(self, s: MapSession, node: Node, renderer: Any) -> dict[str, Any]:
+        d = renderer.self_node(node, True)
+        if self.policy is not None:
+            d.update(self.policy.self_overlay(node.id))
+        return d
+
+    def _policy_fields(self, s: MapSession, resp: dict[str, Any], force: bool) -> None:
+        """PacketFilter and SSHPolicy, when they differ from what was sent."""
+        if self.policy is None:
+            return
+        pf = self.policy.packet_filter(s.node_id)
+        pf_text = json.dumps(pf, sort_keys=True)
+        if force or pf_text != s.sent_filter:
+            resp["PacketFilter"] = pf
+            s.sent_filter = pf_text
+        ssh = self.policy.ssh_policy(s.node_id)
+        ssh_text = json.dumps(ssh, sort_keys=True)
+        if ssh is not None and (force or ssh_text != s.sent_ssh):
+            resp["SSHPolicy"] = ssh
+        s.sent_ssh = ssh_text
+
+    def _policy_delta(self, s: MapSession, renderer: Any) -> None:
+        """Turn a policy/topology change into ordinary pending sets."""
+        s.policy_dirty = False
+        s.self_dirty = True
+        nodes = self._store.nodes()
+        assert self.policy is not None
+        visible = self.policy.visible_ids(s.node_id)
+        ids = (set(nodes) - {s.node_id}) if visible is None else visible
+        for gone in s.known_peers - ids:
+            s.removed.add(gone)
+        for i in ids:
+            node = nodes.get(i)
+            if node is None:
+                continue
+            if i not in s.known_peers:
+                s.changed.add(i)
+                continue
+            overlay = self.policy.peer_overlay(s.node_id, node) if self.policy.policy else {}
+            base = renderer.base(node)
+            sig = (
+                node.revision,
+                json.dumps(overlay.get("AllowedIPs", base.get("AllowedIPs")))
+                + json.dumps(overlay.get("PrimaryRoutes", base.get("PrimaryRoutes"))),
+            )
+            if s.peer_sig.get(i) != sig:
+                s.changed.add(i)
 
     # ------------------------------------------------------------ building
     def drain(self, s: MapSession, renderer: Any) -> dict[str, Any] | None:
@@ -152,16 +226,23 @@ class Fanout:
         store = self._store
         nodes = store.nodes()
         resp: dict[str, Any] = {}
+        if s.policy_dirty:
+            self._policy_delta(s, renderer)
+            self._policy_fields(s, resp, force=False)
         if s.self_dirty:
             me = nodes.get(s.node_id)
             if me is not None:
-                resp["Node"] = renderer.self_node(me, True)
-        removed = sorted(i for i in s.removed if i not in nodes and i in s.known_peers)
+                resp["Node"] = self._self(s, me, renderer)
+        removed = sorted(
+            i
+            for i in s.removed
+            if i in s.known_peers and (i not in nodes or not self._visible(s.node_id, i))
+        )
         changed = []
         for i in sorted(s.changed):
             node = nodes.get(i)
             if node is not None and self._visible(s.node_id, i):
-                changed.append(renderer.peer(node, self.is_online(i)))
+                changed.append(self._peer(s, node, renderer))
                 s.known_peers.add(i)
         patches: dict[NodeId, dict[str, Any]] = {}
         for i, fields in s.patched.items():
@@ -177,6 +258,8 @@ class Fanout:
             if not online and node.last_seen is not None:
                 p["LastSeen"] = go_time(node.last_seen)
         s.known_peers.difference_update(removed)
+        for i in removed:
+            s.peer_sig.pop(i, None)
         s.self_dirty = False
         s.changed.clear()
         s.patched.clear()
@@ -197,20 +280,25 @@ class Fanout:
         """Self node, every visible peer and their profiles: the first message."""
         nodes = self._store.nodes()
         me = nodes[s.node_id]
+        s.peer_sig.clear()
+        visible = self.policy.visible_ids(s.node_id) if self.policy is not None else None
         peers = [
-            renderer.peer(n, self.is_online(i))
+            self._peer(s, n, renderer)
             for i, n in sorted(nodes.items())
-            if i != s.node_id and self._visible(s.node_id, i)
+            if i != s.node_id and (visible is None or i in visible)
         ]
         s.known_peers = {p["ID"] for p in peers}
         s.self_dirty = False
+        s.policy_dirty = False
         s.changed.clear()
         s.patched.clear()
         s.removed.clear()
         s.online.clear()
         s.sent_users.clear()
         profiles = self._new_profiles(s, [renderer.base(me)["User"]] + [p["User"] for p in peers])
-        return {"Node": renderer.self_node(me, True), "Peers": peers, "UserProfiles": profiles}
+        resp = {"Node": self._self(s, me, renderer), "Peers": peers, "UserProfiles": profiles}
+        self._policy_fields(s, resp, force=True)
+        return resp
 
     def _new_profiles(self, s: MapSession, user_ids: Iterable[int]) -> list[dict[str, Any]]:
         users = self._store.users()

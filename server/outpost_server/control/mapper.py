@@ -108,6 +108,9 @@ class NodeRenderer:
         if hit is not None and hit[0] == node.revision:
             return hit[1]
         addrs = [f"{node.ipv4}/32", f"{node.ipv6}/128"]
+        # Without a policy, a route is served once advertised and approved by an
+        # admin; with one, PolicyState's overlay replaces these two fields.
+        routes = sorted(set(node.approved_routes) & set(node.advertised_routes()))
         d: dict[str, Any] = {
             "ID": node.id,
             "StableID": f"n{node.id}",
@@ -116,7 +119,7 @@ class NodeRenderer:
             "Key": node.node_key.text(),
             "Machine": node.machine_key.text(),
             "Addresses": addrs,
-            "AllowedIPs": list(addrs),  # explicit: 1.78 needs it
+            "AllowedIPs": addrs + routes,  # explicit: 1.78 needs it
             "Endpoints": list(node.endpoints),
             "Hostinfo": json.loads(node.hostinfo_json or "{}"),
             "Created": go_time(node.created),
@@ -132,6 +135,9 @@ class NodeRenderer:
             d["DERP"] = f"{DERP_MAGIC_IP}:{node.home_derp}"
         if node.tags:
             d["Tags"] = list(node.tags)
+        primary = [r for r in routes if not r.endswith("/0")]
+        if primary:
+            d["PrimaryRoutes"] = primary
         self._cache[node.id] = (node.revision, d)
         return d
 

@@ -26,6 +26,7 @@ from ..keys import DiscoPublic, NodePublic
 from ..proto import mapframe
 from ..state.store import Store, utcnow
 from .fanout import Fanout, MapSession
+from .policystate import PolicyState
 from .mapper import ALLOW_ALL_FILTER, DerpSettings, NodeRenderer, derp_map, go_time
 from .register import Registrar, hostinfo_for_storage
 
@@ -72,8 +73,16 @@ class ControlSettings:
 
 
 class ControlService:
-    def __init__(self, store: Store, registrar: Registrar, fanout: Fanout, settings: ControlSettings) -> None:
+    def __init__(
+        self,
+        store: Store,
+        registrar: Registrar,
+        fanout: Fanout,
+        settings: ControlSettings,
+        policy: PolicyState,
+    ) -> None:
         self.store = store
+        self.policy = policy
         self.registrar = registrar
         self.fanout = fanout
         self.settings = settings
@@ -119,10 +128,10 @@ class ControlService:
     # ----------------------------------------------------------------- map
     def first_message(self, session: MapSession) -> dict[str, Any]:
         msg = self.fanout.full(session, self.renderer)
+        msg.setdefault("PacketFilter", ALLOW_ALL_FILTER)
         msg.update(
             {
                 "DERPMap": self._derp_map,
-                "PacketFilter": ALLOW_ALL_FILTER,
                 "Domain": self.settings.base_domain,
                 "ControlTime": go_time(utcnow()),
                 "CollectServices": False,

@@ -64,6 +64,7 @@ class NodeRow(Base):
     created: Mapped[datetime] = mapped_column(DateTime)
     last_seen: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     enrolment_key_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    approved_routes: Mapped[str] = mapped_column(Text, default="")  # comma-separated prefixes
 
 
 class EnrolmentKeyRow(Base):
@@ -82,3 +83,14 @@ class EnrolmentKeyRow(Base):
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
     created: Mapped[datetime] = mapped_column(DateTime)
     description: Mapped[str] = mapped_column(String(255), default="")
+
+
+class PolicyRow(Base):
+    """Every accepted policy, newest last; the current one is the highest id."""
+
+    __tablename__ = "policies"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    text: Mapped[str] = mapped_column(Text)
+    author: Mapped[str] = mapped_column(String(128))
+    comment: Mapped[str] = mapped_column(String(255), default="")
+    created: Mapped[datetime] = mapped_column(DateTime)

@@ -65,10 +65,15 @@ class NoiseH2Client:
         self._window = asyncio.Event()
         self.closed = asyncio.Event()
 
-    async def connect(self, host: str, port: int, server_key: bytes) -> None:
+    async def connect(
+        self, host: str, port: int, server_key: bytes, local_addr: tuple[str, int] | None = None
+    ) -> None:
+        """`local_addr` picks the source address: the load harness spreads
+        thousands of connections over 127.0.0.x so one (src, dst) pair never
+        runs out of ephemeral ports."""
         init = noise.Initiator(self.machine, server_key, self.capver, PrivateKey.generate("eph"))
         hs = base64.b64encode(init.initiation()).decode()
-        self._r, self._w = await asyncio.open_connection(host, port)
+        self._r, self._w = await asyncio.open_connection(host, port, local_addr=local_addr)
         self._w.write(
             (
                 f"POST /ts2021 HTTP/1.1\r\nHost: {host}\r\nUpgrade: tailscale-control-protocol\r\n"
@@ -192,6 +197,8 @@ class SimNode:
         self.conn = NoiseH2Client(self.machine, capver)
         self.self_node: dict[str, Any] | None = None
         self.peers: dict[int, dict[str, Any]] = {}
+        self.packet_filter: list[dict[str, Any]] = []
+        self.ssh_policy: dict[str, Any] | None = None
         self.messages = 0
         self.updated = asyncio.Event()
         self.last_update_at = 0.0
@@ -203,8 +210,10 @@ class SimNode:
     def hostinfo(self) -> dict[str, Any]:
         return {"Hostname": self.hostname, "OS": "linux", "IPNVersion": "sim", "BackendLogID": "sim"}
 
-    async def connect(self, host: str, port: int, server_key: bytes) -> None:
-        await self.conn.connect(host, port, server_key)
+    async def connect(
+        self, host: str, port: int, server_key: bytes, local_addr: tuple[str, int] | None = None
+    ) -> None:
+        await self.conn.connect(host, port, server_key, local_addr)
 
     async def register(self, auth_key: str | None = None, **extra: Any) -> dict[str, Any]:
         req: dict[str, Any] = {
@@ -260,6 +269,10 @@ class SimNode:
             return
         if msg.get("Node"):
             self.self_node = msg["Node"]
+        if "PacketFilter" in msg and msg["PacketFilter"] is not None:
+            self.packet_filter = msg["PacketFilter"]
+        if msg.get("SSHPolicy") is not None:
+            self.ssh_policy = msg["SSHPolicy"]
         if msg.get("Peers"):
             self.peers = {p["ID"]: p for p in msg["Peers"]}
         else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from ipaddress import IPv4Address, IPv6Address
@@ -51,6 +52,15 @@ class Node:
     last_seen: datetime | None
     revision: int = 0  # bumped on every change; serialisation caches key on (id, revision)
     enrolment_key_id: int | None = field(default=None)
+    approved_routes: tuple[str, ...] = ()  # subnet/exit routes an admin approved
+
+    def advertised_routes(self) -> tuple[str, ...]:
+        """Routes the client advertises (Hostinfo.RoutableIPs)."""
+        try:
+            routes = json.loads(self.hostinfo_json or "{}").get("RoutableIPs") or []
+        except (ValueError, AttributeError):
+            return ()
+        return tuple(sorted(r for r in routes if isinstance(r, str)))
 
     def is_expired(self, now: datetime) -> bool:
         return self.key_expiry is not None and self.key_expiry <= now
@@ -88,3 +98,12 @@ class NodeChange:
     node_id: NodeId
     fields: frozenset[str] = frozenset()
     before: Node | None = None  # the node as it was, for "updated" and "removed"
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyRecord:
+    id: int
+    text: str
+    author: str
+    comment: str
+    created: datetime

@@ -25,12 +25,12 @@ import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from datetime import UTC, datetime
-from ipaddress import IPv4Address, IPv6Address
+from ipaddress import IPv4Address, IPv6Address, ip_network
 
 from sqlalchemy import Engine, delete, select
 from sqlalchemy.orm import Session
 
-from ..db.models import EnrolmentKeyRow, NodeRow, ServerKey, UserRow
+from ..db.models import EnrolmentKeyRow, NodeRow, PolicyRow, ServerKey, UserRow
 from ..errors import Conflict, EnrolmentRefused, InvalidInput, NotFound
 from ..keys import DiscoPublic, MachinePublic, NodePublic, PrivateKey
 from .ipalloc import AddressAllocator
@@ -40,6 +40,7 @@ from .model import (
     Node,
     NodeChange,
     NodeId,
+    PolicyRecord,
     User,
     UserId,
 )
@@ -424,6 +425,41 @@ class Store:
     def set_last_seen(self, node_id: NodeId, when: datetime) -> Node:
         return self._write(node_id, last_seen=when)
 
+    def approve_routes(self, node_id: NodeId, routes: Iterable[str]) -> Node:
+        """Set the routes an admin approved for a node (replaces the previous set)."""
+        out = []
+        for r in routes:
+            try:
+                out.append(str(ip_network(r.strip(), strict=True)))
+            except ValueError:
+                raise InvalidInput(f"invalid route {r!r}: use a network like 10.0.0.0/24") from None
+        return self._write(node_id, approved_routes=tuple(sorted(set(out))))
+
+    # ---------------------------------------------------------------- policy
+    def current_policy(self) -> PolicyRecord | None:
+        with Session(self._engine) as s:
+            row = s.scalars(select(PolicyRow).order_by(PolicyRow.id.desc()).limit(1)).first()
+            return _policy(row) if row is not None else None
+
+    def policy(self, policy_id: int) -> PolicyRecord:
+        with Session(self._engine) as s:
+            row = s.get(PolicyRow, policy_id)
+            if row is None:
+                raise NotFound(f"no policy version {policy_id}")
+            return _policy(row)
+
+    def policy_history(self) -> list[PolicyRecord]:
+        with Session(self._engine) as s:
+            return [_policy(r) for r in s.scalars(select(PolicyRow).order_by(PolicyRow.id))]
+
+    def save_policy(self, text: str, author: str, comment: str = "") -> PolicyRecord:
+        """Store an already validated policy as the new current version."""
+        with Session(self._engine) as s, s.begin():
+            row = PolicyRow(text=text, author=author[:128], comment=comment[:255], created=utcnow())
+            s.add(row)
+            s.flush()
+            return _policy(row)
+
     def delete_node(self, node_id: NodeId) -> Node:
         node = self.node(node_id)
         with Session(self._engine) as s, s.begin():
@@ -437,6 +473,10 @@ class Store:
 
 
 # ------------------------------------------------------------------ row mapping
+def _policy(row: PolicyRow) -> PolicyRecord:
+    return PolicyRecord(row.id, row.text, row.author, row.comment, row.created)
+
+
 def _user(row: UserRow) -> User:
     return User(UserId(row.id), row.name, row.display_name, row.created)
 
@@ -478,6 +518,7 @@ def _node(row: NodeRow) -> Node:
         created=row.created,
         last_seen=row.last_seen,
         enrolment_key_id=row.enrolment_key_id,
+        approved_routes=tuple(r for r in (row.approved_routes or "").split(",") if r),
     )
 
 
@@ -494,3 +535,4 @@ def _apply(row: NodeRow, node: Node) -> None:
     row.cap_version = node.cap_version
     row.key_expiry = node.key_expiry
     row.last_seen = node.last_seen
+    row.approved_routes = ",".join(node.approved_routes)

@@ -1,0 +1,219 @@
+"""The current policy, compiled against the current tailnet, for map building.
+
+Theory of operation
+-------------------
+`PolicyState` holds the parsed policy (or none: then every node may reach
+every node, the default until an administrator sets one) and a compilation
+of it against a `Topology` built from the store. Compilation is lazy: a
+change that affects the topology as the policy sees it (a node joining or
+leaving, its tags, owner, advertised or approved routes) only marks the
+state stale and bumps `generation`; the first reader recompiles. Endpoint,
+disco-key and online changes never touch it.
+
+Per-node answers (packet filter, visible peers, SSH policy, self view) come
+from the compiled policy's per-node cache, so each is computed once per
+generation, on first use by that node's map session.
+
+Users are referenced in policies as `name@` (or by their full name when it is
+an e-mail address); nodes are identified to the engine by their id.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..policy import (
+    CompiledPolicy,
+    NodeView,
+    Policy,
+    PolicyError,
+    Topology,
+    TopoNode,
+    TopoUser,
+    compile_for,
+    load_policy,
+    run_policy_tests,
+)
+from ..state.model import Node, NodeChange, NodeId
+from ..state.store import Store
+from .mapper import ALLOW_ALL_FILTER
+
+# Node fields whose change alters the topology the policy engine sees.
+TOPOLOGY_FIELDS = frozenset({"tags", "user_id", "approved_routes", "ipv4", "ipv6"})
+SSH_CAP = "https://tailscale.com/cap/ssh"  # lets `tailscale up --ssh` enable the SSH server
+
+
+def topo_name(node_id: NodeId) -> str:
+    return f"n{node_id}"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What `check` says of a candidate policy."""
+
+    policy: Policy
+    compiled: CompiledPolicy
+
+
+class PolicyState:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.policy: Policy | None = None
+        self.generation = 0
+        self._compiled: CompiledPolicy | None = None
+        self._compiled_gen = -1
+        self.on_stale: list[Callable[[], None]] = []
+        record = store.current_policy()
+        if record is not None:
+            self.policy = load_policy(record.text)
+        store.subscribe(self._on_change)
+
+    # ------------------------------------------------------------- topology
+    def topology(self) -> Topology:
+        store = self._store
+        users = tuple(
+            TopoUser(id=u.id, name=u.name, email=u.name if "@" in u.name else "")
+            for u in store.users().values()
+        )
+        names = {u.id: u.name for u in store.users().values()}
+        nodes = tuple(
+            TopoNode(
+                name=topo_name(n.id),
+                ipv4=n.ipv4,
+                ipv6=n.ipv6,
+                user=names.get(n.user_id) if n.user_id is not None and not n.tags else None,
+                tags=n.tags,
+                routable_ips=_networks(n.advertised_routes()),
+                approved_routes=_networks(n.approved_routes),
+                hostname=n.given_name,
+                # Among routers for one subnet the first registered is primary.
+                route_priority=int(n.id),
+            )
+            for n in sorted(store.nodes().values(), key=lambda n: n.id)
+        )
+        return Topology(users=users, nodes=nodes)
+
+    def _on_change(self, change: NodeChange) -> None:
+        if change.kind in ("added", "removed"):
+            self.mark_stale()
+            return
+        fields = change.fields
+        if fields & TOPOLOGY_FIELDS:
+            self.mark_stale()
+        elif "hostinfo_json" in fields and change.before is not None:
+            now = self._store.nodes().get(change.node_id)
+            if now is not None and now.advertised_routes() != change.before.advertised_routes():
+                self.mark_stale()
+
+    def mark_stale(self) -> None:
+        self.generation += 1
+        if self.policy is None:
+            # Allow-all: visibility and filters do not depend on the topology,
+            # so joins and leaves travel the ordinary delta path alone.
+            return
+        for cb in self.on_stale:
+            cb()
+
+    def compiled(self) -> CompiledPolicy | None:
+        if self.policy is None:
+            return None
+        if self._compiled is None or self._compiled_gen != self.generation:
+            self._compiled = compile_for(self.policy, self.topology())
+            self._compiled_gen = self.generation
+        return self._compiled
+
+    # ------------------------------------------------------------ changing it
+    def check(self, text: str) -> Verdict:
+        """Parse, compile against the live tailnet and run the policy's tests."""
+        policy = load_policy(text)
+        compiled = compile_for(policy, self.topology())
+        run_policy_tests(compiled)
+        return Verdict(policy, compiled)
+
+    def apply(self, verdict: Verdict) -> None:
+        self.policy = verdict.policy
+        self.generation += 1
+        self._compiled = verdict.compiled
+        self._compiled_gen = self.generation
+        for cb in self.on_stale:
+            cb()
+
+    # ---------------------------------------------------------- per node
+    def view(self, node_id: NodeId) -> NodeView | None:
+        compiled = self.compiled()
+        if compiled is None:
+            return None
+        try:
+            return compiled.node(topo_name(node_id))
+        except KeyError:  # joined after this compilation; stale already marked
+            return None
+
+    def visible(self, viewer: NodeId, node: NodeId) -> bool:
+        view = self.view(viewer)
+        if self.policy is None:
+            return True
+        return view is not None and topo_name(node) in view.visible_peers
+
+    def visible_ids(self, viewer: NodeId) -> set[NodeId] | None:
+        """The peers `viewer` may see, or None for "everyone" (no policy)."""
+        if self.policy is None:
+            return None
+        view = self.view(viewer)
+        if view is None:
+            return set()
+        return {NodeId(int(name[1:])) for name in view.visible_peers}
+
+    def packet_filter(self, node_id: NodeId) -> list[dict[str, Any]]:
+        if self.policy is None:
+            return ALLOW_ALL_FILTER
+        view = self.view(node_id)
+        return [] if view is None else [r.to_json() for r in view.packet_filter]
+
+    def ssh_policy(self, node_id: NodeId) -> dict[str, Any] | None:
+        view = self.view(node_id)
+        if view is None or view.ssh_policy is None:
+            return None
+        out: dict[str, Any] = view.ssh_policy.to_json()
+        return out
+
+    def peer_overlay(self, viewer: NodeId, peer: Node) -> dict[str, Any]:
+        """AllowedIPs / PrimaryRoutes of `peer` as `viewer` sees it."""
+        view = self.view(viewer)
+        if view is None:
+            return {}
+        try:
+            pv = view.visible_peers[topo_name(peer.id)]
+        except KeyError:
+            return {}
+        out: dict[str, Any] = {"AllowedIPs": list(pv.allowed_ips)}
+        if pv.primary_routes:
+            out["PrimaryRoutes"] = list(pv.primary_routes)
+        return out
+
+    def self_overlay(self, node_id: NodeId) -> dict[str, Any]:
+        view = self.view(node_id)
+        cap_map: dict[str, Any] = {SSH_CAP: []}
+        if view is None:
+            return {"CapMap": cap_map}
+        sv = view.self_view
+        cap_map.update(sv.cap_map)
+        out: dict[str, Any] = {"AllowedIPs": list(sv.allowed_ips), "CapMap": cap_map}
+        if sv.primary_routes:
+            out["PrimaryRoutes"] = list(sv.primary_routes)
+        return out
+
+
+def _networks(routes: tuple[str, ...]) -> tuple[Any, ...]:
+    out = []
+    for r in routes:
+        try:
+            out.append(ipaddress.ip_network(r, strict=False))
+        except ValueError:
+            continue
+    return tuple(out)
+
+
+__all__ = ["PolicyError", "PolicyState", "Verdict"]
