@@ -1,133 +1,97 @@
-"""Local TLS material for the relay and the HTTPS listener.
+"""Compatibility entry point for the server: `ensure_tls(directory, site, names)`.
 
-A minimal offline CA: an ECDSA P-256 root created on first start and a leaf
-for the appliance's names and IP addresses. Clients trust the root (carried
-to them on removable media; tests pass it as SSL_CERT_FILE). Tailscale
-clients dialling DERP by IP literal send no SNI and verify the chain with an
-empty DNS name (reference derp-stun-offline.md §3.3), so the chain must
-verify against the root; we still put every IP in the SANs for other tools.
+The CA itself is `authority.OfflineCA` in DATA_DIR/ca/ (`directory` is
+DATA_DIR/tls, as the server has always passed; its parent is DATA_DIR).
 
-This is the seed of the offline CA issue (root key encryption, intermediate,
-renewal by the scheduler, revocation) and deliberately small.
+- No CA yet: one is created unattended - the root key signs the issuing CA
+  and is then discarded, because the server has no passphrase to protect it
+  with. Run `outpost ca init` before the first start to keep the root key
+  (encrypted) instead.
+- Then the server leaf is renewed if due or if `names` changed.
+
+Clients verify DERP by IP literal with an empty DNS name (reference
+derp-stun-offline.md §3.3), so the chain must verify against the root, and Go
+also checks every IP SAN against the issuing CA's name constraints: names the
+constraints do not permit are left out of the certificate (with a warning)
+rather than making every client reject it. Addresses the server only listens
+on (0.0.0.0, ::) are not names clients dial and are skipped.
+
+A copy of the root certificate is kept at DIRECTORY/root.pem, where tools and
+the interop harness have always looked for it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
-import os
-from dataclasses import dataclass
+import logging
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from ..errors import InvalidInput
+from .authority import CAEvent, OfflineCA, TLSFiles
+from .names import NameConstraints, parse_ip, parse_names
 
-ROOT_LIFETIME_DAYS = 3650
-LEAF_LIFETIME_DAYS = 397  # the longest lifetime common TLS stacks accept for a leaf
-LEAF_RENEW_BEFORE_DAYS = 30
+log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class TLSFiles:
-    root_cert: Path
-    leaf_chain: Path
-    leaf_key: Path
+__all__ = ["TLSFiles", "ca_directory", "ensure_tls", "usable_names"]
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+def ca_directory(tls_directory: Path) -> Path:
+    return tls_directory.parent / "ca"
 
 
-def _write_public(path: Path, data: bytes) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+def usable_names(names: list[str], constraints: NameConstraints | None = None) -> list[str]:
+    """Names worth putting in the server certificate (see module docstring)."""
+    out: list[str] = []
+    for n in names:
+        ip = parse_ip(n)
+        if ip is not None and ip.is_unspecified:
+            continue
+        if constraints is not None and not constraints.permits(parse_names([n])[0]):
+            log.warning("TLS name %s is outside the CA's name constraints and is left out", n)
+            continue
+        out.append(n)
+    return out
 
 
-def _name(cn: str) -> x509.Name:
-    return x509.Name(
-        [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Outpost"), x509.NameAttribute(NameOID.COMMON_NAME, cn)]
-    )
-
-
-def ensure_tls(directory: Path, site: str, names: list[str]) -> TLSFiles:
-    """Create the root once, and a leaf whenever names change or it nears expiry."""
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    files = TLSFiles(directory / "root.pem", directory / "server-chain.pem", directory / "server-key.pem")
-    root_key_path = directory / "root-key.pem"
-    now = dt.datetime.now(dt.UTC)
-    if not files.root_cert.exists() or not root_key_path.exists():
-        key = ec.generate_private_key(ec.SECP256R1())
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(_name(f"Outpost root CA ({site})"))
-            .issuer_name(_name(f"Outpost root CA ({site})"))
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=ROOT_LIFETIME_DAYS))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(
-                x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
-            )
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .sign(key, hashes.SHA256())
-        )
-        _write_private(
-            root_key_path,
-            key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-            ),
-        )
-        _write_public(files.root_cert, cert.public_bytes(serialization.Encoding.PEM))
-        files.leaf_chain.unlink(missing_ok=True)
-    root_cert = x509.load_pem_x509_certificate(files.root_cert.read_bytes())
-    root_key = serialization.load_pem_private_key(root_key_path.read_bytes(), None)
-    assert isinstance(root_key, ec.EllipticCurvePrivateKey)
-
-    sans: list[x509.GeneralName] = []
-    for n in sorted(set(names)):
-        try:
-            sans.append(x509.IPAddress(ipaddress.ip_address(n)))
-        except ValueError:
-            sans.append(x509.DNSName(n))
-    if files.leaf_chain.exists() and files.leaf_key.exists():
-        leaf = x509.load_pem_x509_certificates(files.leaf_chain.read_bytes())[0]
-        current = set(leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
-        fresh = leaf.not_valid_after_utc - now > dt.timedelta(days=LEAF_RENEW_BEFORE_DAYS)
-        if current == set(sans) and fresh and leaf.issuer == root_cert.subject:
-            return files
-    key = ec.generate_private_key(ec.SECP256R1())
-    leaf = (
-        x509.CertificateBuilder()
-        .subject_name(_name(names[0] if names else site))
-        .issuer_name(root_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=LEAF_LIFETIME_DAYS))
-        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(root_key.public_key()), critical=False
-        )
-        .sign(root_key, hashes.SHA256())
-    )
-    _write_private(
-        files.leaf_key,
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        ),
-    )
-    _write_public(
-        files.leaf_chain,
-        leaf.public_bytes(serialization.Encoding.PEM) + root_cert.public_bytes(serialization.Encoding.PEM),
-    )
+def ensure_tls(
+    directory: Path, site: str, names: list[str], now: dt.datetime | None = None
+) -> TLSFiles:
+    """Open (or create unattended) the CA, renew the leaf if due, return its files."""
+    files, _ = ensure_tls_events(directory, site, names, now or dt.datetime.now(dt.UTC))
     return files
+
+
+def ensure_tls_events(
+    directory: Path, site: str, names: list[str], now: dt.datetime
+) -> tuple[TLSFiles, list[CAEvent]]:
+    """`ensure_tls` returning the audit events too."""
+    ca_dir = ca_directory(directory)
+    wanted = usable_names(names) or ["localhost"]
+    if OfflineCA.exists(ca_dir):
+        ca = OfflineCA.open(ca_dir)
+        constraints = NameConstraints.from_json(ca._load_state()["constraints"])
+        wanted = usable_names(wanted, constraints)
+        if not wanted:
+            raise InvalidInput(
+                f"none of the server names {names} fits the CA's name constraints "
+                f"({constraints.describe()})"
+            )
+        events = ca.renew_if_due(now, wanted, actor="server")
+    else:
+        ca, events = OfflineCA.init(
+            ca_dir,
+            site=site[:32] or "outpost",
+            names=wanted,
+            passphrase=None,
+            now=now,
+            actor="server",
+        )
+    files = ca.current_leaf()
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    root_copy = directory / "root.pem"
+    data = files.root_cert.read_bytes()
+    if not root_copy.exists() or root_copy.read_bytes() != data:
+        tmp = root_copy.with_suffix(".pem.tmp")
+        tmp.write_bytes(data)
+        tmp.replace(root_copy)
+    return files, events
