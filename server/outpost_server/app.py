@@ -219,9 +219,12 @@ class OutpostServer:
             s.close()
         if self._stun_transport is not None:
             self._stun_transport.close()
-        for session in list(self.fanout.sessions.values()):
+        fanout = getattr(self, "fanout", None)  # stop() also cleans up a failed start
+        for session in list(fanout.sessions.values()) if fanout else []:
             session.close("server shutting down")
-        self._uvicorn.should_exit = True
+        uv = getattr(self, "_uvicorn", None)
+        if uv is not None:
+            uv.should_exit = True
         await asyncio.sleep(0)
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -229,6 +232,9 @@ class OutpostServer:
         for s in self._servers:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(s.wait_closed(), 2)
-        with contextlib.suppress(FileNotFoundError):
-            self.config.admin_socket.unlink()
-        self.engine.dispose()
+        if uv is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self.config.admin_socket.unlink()
+        engine = getattr(self, "engine", None)
+        if engine is not None:
+            engine.dispose()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -34,6 +35,17 @@ class Running:
 
 
 async def start_server(data_dir: Path, **overrides: object) -> Running:
+    """Start on free ports; retry if another process took one in between."""
+    for attempt in range(5):
+        try:
+            return await _start_server(data_dir, **overrides)
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE or attempt == 4:
+                raise
+    raise AssertionError("unreachable")
+
+
+async def _start_server(data_dir: Path, **overrides: object) -> Running:
     port = free_port()
     cfg = ServerConfig(
         data_dir=data_dir,
@@ -43,7 +55,11 @@ async def start_server(data_dir: Path, **overrides: object) -> Running:
         **overrides,  # type: ignore[arg-type]
     )
     server = OutpostServer(cfg)
-    await server.start()
+    try:
+        await server.start()
+    except OSError:
+        await server.stop()
+        raise
     key = await fetch_server_key("127.0.0.1", port)
     return Running(server, port, key)
 
