@@ -9,6 +9,7 @@ the database. Everything a restart needs is in the data directory.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import contextlib
 import logging
 import os
@@ -23,7 +24,8 @@ import uvicorn
 
 from .api.app import create_app
 from .api.context import ApiContext
-from .ca.local import ensure_tls
+from .ca import OfflineCA
+from .ca.local import ca_directory, ensure_tls, ensure_tls_events
 from .config import ServerConfig
 from .control.fanout import Fanout
 from .control.mapper import DerpSettings
@@ -41,6 +43,12 @@ from .state.model import NodeChange, NodeId
 from .state.store import Store, utcnow
 
 log = logging.getLogger(__name__)
+
+CA_CHECK_INTERVAL_S = 3600.0  # leaves renew weeks before expiry; hourly is plenty
+
+
+def utcnow_aware() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
 
 
 class _EmbeddedUvicorn(uvicorn.Server):
@@ -126,11 +134,14 @@ class OutpostServer:
             control_handler=self.control.handle,
             derp_upgrade=derp_upgrade,
             pending_page=self._pending_page,
+            crl=self._crl,
         )
         host, port = cfg.listen
         self._servers.append(await asyncio.start_server(self.public.serve_connection, host, port, reuse_address=True))
+        self._tls_names = tls_names
+        self._ssl_ctx = None
         if cfg.tls_listen:
-            ctx = tls_context(str(self.tls.leaf_chain), str(self.tls.leaf_key))
+            ctx = self._ssl_ctx = tls_context(str(self.tls.leaf_chain), str(self.tls.leaf_key))
             th, tp = cfg.tls_listen
             self._servers.append(
                 await asyncio.start_server(self.public.serve_connection, th, tp, ssl=ctx, reuse_address=True)
@@ -154,6 +165,7 @@ class OutpostServer:
         )
         self._uvicorn = uv
         self._tasks.append(asyncio.create_task(uv.serve(sockets=[sock])))
+        self._tasks.append(asyncio.create_task(self._ca_maintenance()))
         log.info(
             "outpost serving %s (tls %s, stun %s), admin socket %s",
             cfg.listen, cfg.tls_listen, cfg.stun_listen, cfg.admin_socket,
@@ -172,6 +184,31 @@ class OutpostServer:
         now_node = self.store.nodes().get(change.node_id)
         if now_node is None or now_node.node_key != before.node_key or now_node.is_expired(utcnow()):
             self.relay.disconnect_key(before.node_key)
+
+    def _crl(self) -> bytes | None:
+        ca_dir = ca_directory(self.config.data_dir / "tls")
+        if not OfflineCA.exists(ca_dir):
+            return None
+        return OfflineCA.open(ca_dir).crl_bytes("der")
+
+    async def _ca_maintenance(self) -> None:
+        """Renew the TLS leaf well before expiry; new handshakes use the new one,
+        existing connections keep theirs (no client notices)."""
+        last = self.tls.generation
+        while True:
+            await asyncio.sleep(CA_CHECK_INTERVAL_S)
+            try:
+                leaf, events = ensure_tls_events(
+                    self.config.data_dir / "tls", self.config.site_name, self._tls_names, utcnow_aware()
+                )
+                for event in events:
+                    log.info("CA: %s %s serial %s", event.action, event.subject, event.serial)
+                if leaf.generation != last and self._ssl_ctx is not None:
+                    self._ssl_ctx.load_cert_chain(str(leaf.leaf_chain), str(leaf.leaf_key))
+                    last = leaf.generation
+                    log.info("TLS certificate reloaded (generation %s)", leaf.generation)
+            except Exception:
+                log.exception("CA maintenance failed; will retry")
 
     def _schedule_ephemeral_gc(self, node_id: NodeId) -> None:
         node = self.store.nodes().get(node_id)

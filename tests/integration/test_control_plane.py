@@ -242,3 +242,16 @@ async def test_ephemeral_node_is_removed_after_its_grace_period_offline(tmp_path
     assert len(running.store.nodes()) == 1
     await keeper.close()
     await running.server.stop()
+
+
+async def test_crl_is_served_over_http(outpost: Running) -> None:
+    from cryptography import x509
+
+    r, w = await asyncio.open_connection("127.0.0.1", outpost.port)
+    w.write(b"GET /ca/crl HTTP/1.1\r\nHost: x\r\n\r\n")
+    await w.drain()
+    raw = await asyncio.wait_for(r.read(), 5)
+    w.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"application/pkix-crl" in head
+    assert len(list(x509.load_der_x509_crl(body))) == 0

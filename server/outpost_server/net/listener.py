@@ -59,6 +59,7 @@ class PublicHTTP:
     control_handler: Handler
     derp_upgrade: DerpUpgrade | None = None
     pending_page: Callable[[str], str | None] = lambda _id: None
+    crl: Callable[[], bytes | None] = lambda: None
     counters: ListenerCounters = field(default_factory=ListenerCounters)
 
     async def serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -126,6 +127,12 @@ class PublicHTTP:
             if challenge and CHALLENGE_RE.match(challenge):
                 headers.append(("X-Tailscale-Response", f"response {challenge}"))
             writer.write(http1.response(204, headers=headers))
+        elif path == "/ca/crl" and head.method == "GET":
+            crl = self.crl()
+            if crl is None:
+                writer.write(http1.response(404, b"no certificate authority\n"))
+            else:
+                writer.write(http1.response(200, crl, content_type="application/pkix-crl"))
         elif path == "/health":
             writer.write(http1.response(200, b"ok\n"))
         elif path.startswith("/register/"):
