@@ -1,0 +1,256 @@
+"""`outpost-sign`: make, sign, verify and inspect offline bundles on an offline signing station.
+
+    outpost-sign keygen --out DIR [--label NAME]
+    outpost-sign create KIND --appliance ID --seq N --expires 7d --payload name=path ... --out FILE
+    outpost-sign sign FILE --key KEYFILE
+    outpost-sign verify FILE --trust STORE.json --appliance ID [--last-seq N]
+    outpost-sign inspect FILE
+
+The clock is read here, at the edge, and passed into the sans-IO core.
+Exit codes: 0 success, 1 bundle rejected, 2 usage or file error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    load_pem_private_key,
+)
+
+from outpost_server.bundles import format as fmt
+from outpost_server.bundles.errors import BundleRejected
+from outpost_server.bundles.signing import add_signature, public_bytes
+from outpost_server.bundles.trust import TrustStore, TrustStoreError
+from outpost_server.bundles.verify import verify
+from outpost_server.errors import OutpostError
+
+_DURATION = re.compile(r"(\d+)([smhd])")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+MAX_PAYLOAD_FILE_BYTES = fmt.MAX_BUNDLE_BYTES  # a payload can never be bigger than its bundle
+
+
+class UsageError(Exception):
+    pass
+
+
+def parse_duration(text: str) -> int:
+    m = _DURATION.fullmatch(text.strip())
+    if not m or int(m.group(1)) == 0:
+        raise UsageError(f"duration {text!r}: use e.g. 90s, 30m, 12h, 7d")
+    return int(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+
+
+def write_new(path: Path, data: bytes, mode: int) -> None:
+    """Create `path` with `mode` from the start (never a window where a key is world-readable)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def replace_file(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    write_new(tmp, data, 0o644)
+    os.replace(tmp, path)
+
+
+def load_private_key(path: Path) -> Ed25519PrivateKey:
+    try:
+        key = load_pem_private_key(path.read_bytes(), password=None)
+    except (OSError, ValueError, TypeError) as exc:
+        raise UsageError(f"cannot load key {path}: {exc}") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise UsageError(f"{path} is not an Ed25519 private key")
+    return key
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    key = Ed25519PrivateKey.generate()
+    pub = public_bytes(key)
+    kid = fmt.key_id_for(pub)
+    pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+    write_new(out / f"{kid}.key", pem, 0o600)
+    entry: dict[str, object] = {
+        "key_id": kid,
+        "public_key": pub.hex(),
+        "kinds": [],
+        "label": args.label or "",
+    }
+    write_new(out / f"{kid}.pub", (json.dumps(entry, indent=2) + "\n").encode(), 0o644)
+    print(
+        f"key id {kid}\nprivate key {out / (kid + '.key')} (mode 0600)\n"
+        f"public key  {out / (kid + '.pub')}"
+    )
+    print("add the .pub object to the trust store's signers and fill in its kinds")
+    return 0
+
+
+def cmd_create(args: argparse.Namespace) -> int:
+    payloads: dict[str, bytes] = {}
+    for spec in args.payload or []:
+        name, sep, path = spec.partition("=")
+        if not sep:
+            raise UsageError(f"--payload {spec!r}: use name=path")
+        if name in payloads:
+            raise UsageError(f"payload {name} given twice")
+        p = Path(path)
+        if p.stat().st_size > MAX_PAYLOAD_FILE_BYTES:
+            raise UsageError(f"payload {path} is larger than a bundle may be")
+        payloads[name] = p.read_bytes()
+    created = int(args.created) if args.created is not None else int(time.time())
+    manifest = fmt.manifest_for(
+        args.kind,
+        args.appliance,
+        args.seq,
+        created,
+        created + parse_duration(args.expires),
+        payloads,
+    )
+    data = fmt.build(manifest, payloads)
+    if len(data) > fmt.MAX_BUNDLE_BYTES:
+        raise UsageError(f"bundle would be {len(data)} bytes, limit {fmt.MAX_BUNDLE_BYTES}")
+    write_new(Path(args.out), data, 0o644)
+    print(
+        f"created unsigned {args.kind} bundle {args.out} ({len(data)} bytes); "
+        "now run: outpost-sign sign"
+    )
+    return 0
+
+
+def cmd_sign(args: argparse.Namespace) -> int:
+    path = Path(args.file)
+    data = add_signature(path.read_bytes(), load_private_key(Path(args.key)))
+    replace_file(path, data)
+    sigs = fmt.decode_signatures(fmt.parse_frame(data).signature_bytes)
+    print(f"signed; {len(sigs)} signature(s): {', '.join(s.key_id for s in sigs)}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    trust = TrustStore.loads(Path(args.trust).read_bytes())
+    now = int(args.now) if args.now is not None else int(time.time())
+    data = Path(args.file).read_bytes()
+    last: dict[str, int] = {}
+    if args.last_seq is not None:
+        peek = fmt.decode_manifest(fmt.parse_frame(data).manifest_bytes)
+        last = {peek.signer_set: int(args.last_seq)}
+    kinds = fmt.ALL_KINDS if args.any_kind else fmt.INBOUND_KINDS
+    vb = verify(data, trust, args.appliance, now, last, accept_kinds=kinds)
+    print(
+        f"OK {vb.kind} seq {vb.seq} for {vb.manifest.appliance}, "
+        f"signed by {', '.join(sorted(vb.signers))}"
+    )
+    return 0
+
+
+def describe(data: bytes) -> list[str]:
+    """As much of a bundle as can be parsed without trusting it; stops at the first failure."""
+    lines = [f"size        {len(data)} bytes"]
+    try:
+        frame = fmt.parse_frame(data)
+    except BundleRejected as exc:
+        return [*lines, f"INVALID     {exc}"]
+    try:
+        sigs = fmt.decode_signatures(frame.signature_bytes)
+        signers = ", ".join(s.key_id for s in sigs) or "(unsigned)"
+    except BundleRejected as exc:
+        signers = f"INVALID ({exc})"
+    try:
+        m = fmt.decode_manifest(frame.manifest_bytes)
+    except BundleRejected as exc:
+        return [*lines, f"signers     {signers}", f"INVALID     {exc}"]
+    lines += [
+        f"kind        {m.kind}",
+        f"appliance   {m.appliance}",
+        f"sequence    {m.seq} (signer set {m.signer_set})",
+        f"created     {m.created} ({_utc(m.created)})",
+        f"expires     {m.expires} ({_utc(m.expires)})",
+        f"signers     {signers}",
+        f"payloads    {len(m.payloads)}",
+    ]
+    lines += [f"  {p.name}  {p.size} bytes  sha256 {p.sha256.hex()}" for p in m.payloads]
+    try:
+        fmt.split_payloads(data, frame, m)
+    except BundleRejected as exc:
+        lines.append(f"INVALID     {exc}")
+    lines.append("(signatures, trust and digests are not checked by inspect; use verify)")
+    return lines
+
+
+def _utc(t: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t))
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    print("\n".join(describe(Path(args.file).read_bytes())))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="outpost-sign", description="Offline bundle signing tool")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    k = sub.add_parser("keygen", help="new Ed25519 signer key")
+    k.add_argument("--out", required=True)
+    k.add_argument("--label", default="")
+    c = sub.add_parser("create", help="new unsigned bundle")
+    c.add_argument("kind", choices=sorted(fmt.ALL_KINDS))
+    c.add_argument("--appliance", required=True)
+    c.add_argument("--seq", type=int, required=True)
+    c.add_argument("--expires", required=True, help="validity from creation, e.g. 7d")
+    c.add_argument("--created", type=int, help="unix time (default: now)")
+    c.add_argument("--payload", action="append", metavar="NAME=PATH")
+    c.add_argument("--out", required=True)
+    s = sub.add_parser("sign", help="add a signature")
+    s.add_argument("file")
+    s.add_argument("--key", required=True)
+    v = sub.add_parser("verify", help="verify against a trust store")
+    v.add_argument("file")
+    v.add_argument("--trust", required=True)
+    v.add_argument("--appliance", required=True)
+    v.add_argument("--now", type=int, help="unix time (default: now)")
+    v.add_argument("--last-seq", type=int, help="highest sequence already accepted for this kind")
+    v.add_argument("--any-kind", action="store_true", help="also accept outbound kinds")
+    i = sub.add_parser("inspect", help="human-readable dump, also of invalid bundles")
+    i.add_argument("file")
+    return p
+
+
+COMMANDS = {
+    "keygen": cmd_keygen,
+    "create": cmd_create,
+    "sign": cmd_sign,
+    "verify": cmd_verify,
+    "inspect": cmd_inspect,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.cmd](args)
+    except BundleRejected as exc:
+        print(f"REJECTED {exc}", file=sys.stderr)
+        return 1
+    except (UsageError, TrustStoreError, OutpostError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""`outpost-sign` end to end in a temp dir: keygen, create, sign twice, verify, inspect."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+import pytest
+
+from outpost_appliance import sign
+
+NOW = 1_800_000_000
+
+
+def test_keygen_create_sign_verify_round_trip(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    keys = []
+    for label in ("alice", "bob"):
+        assert sign.main(["keygen", "--out", str(tmp_path / "keys"), "--label", label]) == 0
+    for pub in sorted((tmp_path / "keys").glob("*.pub")):
+        entry = json.loads(pub.read_text())
+        entry["kinds"] = ["policy"]
+        keys.append(entry)
+        key_file = pub.with_suffix(".key")
+        assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    store = {
+        "format": "outpost-trust-store-v1",
+        "signers": keys,
+        "thresholds": {"policy": 2},
+        "retired": [],
+    }
+    (tmp_path / "trust.json").write_text(json.dumps(store))
+    (tmp_path / "policy.hujson").write_text("{}")
+    bundle = str(tmp_path / "p.opb")
+    assert (
+        sign.main(
+            [
+                "create",
+                "policy",
+                "--appliance",
+                "app1",
+                "--seq",
+                "3",
+                "--expires",
+                "7d",
+                "--created",
+                str(NOW),
+                "--payload",
+                f"policy.hujson={tmp_path / 'policy.hujson'}",
+                "--out",
+                bundle,
+            ]
+        )
+        == 0
+    )
+    verify = [
+        "verify",
+        bundle,
+        "--trust",
+        str(tmp_path / "trust.json"),
+        "--appliance",
+        "app1",
+        "--now",
+        str(NOW),
+    ]
+    capsys.readouterr()
+    assert sign.main(verify) == 1
+    assert capsys.readouterr().err.strip() == "REJECTED unsigned: bundle carries no signatures"
+    for pub in sorted((tmp_path / "keys").glob("*.pub")):
+        assert sign.main(["sign", bundle, "--key", str(pub.with_suffix(".key"))]) == 0
+    assert sign.main(verify) == 0
+    assert sign.main([*verify, "--last-seq", "3"]) == 1
+    assert "REJECTED replayed: sequence 3 for policy" in capsys.readouterr().err
+    assert sign.main(["inspect", bundle]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "kind        policy" in out
+        and "sequence    3" in out
+        and "policy.hujson  2 bytes  sha256 44136fa3" in out
+    )
+
+
+def test_inspect_of_an_invalid_bundle_shows_what_parses_and_the_failure(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "x.opb").write_bytes(b"\x89OPB\r\n\x1a\n\x01" + b"\x00\x00\x00\x05\x00\x00\x00\x01")
+    assert sign.main(["inspect", str(tmp_path / "x.opb")]) == 0
+    assert (
+        "INVALID     truncated: file ends inside the manifest or signature block"
+        in capsys.readouterr().out
+    )
+
+
+def test_durations_are_parsed_strictly() -> None:
+    assert sign.parse_duration("7d") == 7 * 86400
+    assert sign.parse_duration("90s") == 90
+    with pytest.raises(sign.UsageError):
+        sign.parse_duration("7 days")
