@@ -1,13 +1,18 @@
-"""A small synchronous client for the admin API over its unix socket."""
+"""A small synchronous client for the admin API over its unix socket.
+
+Standard library only: the CLI runs often (scripts, tests, the console's
+helpers) and importing an HTTP client library cost seconds per call.
+"""
 
 from __future__ import annotations
 
 import getpass
+import http.client
+import json
 import os
+import socket
 from pathlib import Path
 from typing import Any
-
-import httpx
 
 REQUEST_TIMEOUT_S = 30.0
 
@@ -25,6 +30,18 @@ class ApiError(Exception):
     """The admin API refused a request or could not be reached."""
 
 
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: Path, timeout: float) -> None:
+        super().__init__("outpost", timeout=timeout)
+        self._path = str(path)
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self._path)
+        self.sock = sock
+
+
 class AdminClient:
     def __init__(self, socket_path: Path) -> None:
         self.socket_path = socket_path
@@ -35,24 +52,27 @@ class AdminClient:
                 f"no admin socket at {self.socket_path}: is the server running? "
                 "(use --data-dir or --admin-socket)"
             )
-        transport = httpx.HTTPTransport(uds=str(self.socket_path))
+        payload = None if body is None else json.dumps(body).encode()
+        headers = {"X-Outpost-Actor": actor(), "Accept": "application/json"}
+        if payload is not None:
+            headers["Content-Type"] = "application/json"
+        conn = _UnixConnection(self.socket_path, REQUEST_TIMEOUT_S)
         try:
-            with httpx.Client(
-                transport=transport,
-                base_url="http://outpost",
-                timeout=REQUEST_TIMEOUT_S,
-                headers={"X-Outpost-Actor": actor()},
-            ) as c:
-                r = c.request(method, path, json=body)
-        except httpx.TransportError as exc:
+            conn.request(method, path, body=payload, headers=headers)
+            resp = conn.getresponse()
+            raw = resp.read()
+            status = resp.status
+        except OSError as exc:
             raise ApiError(f"cannot reach the server at {self.socket_path}: {exc}") from None
+        finally:
+            conn.close()
         try:
-            data = r.json()
+            data = json.loads(raw) if raw else None
         except ValueError:
             data = None
-        if r.status_code >= 400:
-            msg = data.get("error") if isinstance(data, dict) else r.text
-            raise ApiError(f"{msg} (HTTP {r.status_code})")
+        if status >= 400:
+            msg = data.get("error") if isinstance(data, dict) else raw.decode(errors="replace")
+            raise ApiError(f"{msg} (HTTP {status})")
         return data
 
     def get(self, path: str) -> Any:

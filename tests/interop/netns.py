@@ -365,11 +365,77 @@ class Topology:
         assert_isolated(ns)
         return host
 
+    def add_lan(
+        self,
+        role: str,
+        router: Host,
+        subnet: str,
+        *,
+        router_if: str = "lan0",
+        router_ip: str | None = None,
+        host_ip: str | None = None,
+    ) -> Host:
+        """A namespace ``<prefix>-<role>`` on a private LAN behind ``router``.
+
+        The LAN is one veth pair, ``router_if`` in the router's namespace and
+        ``eth0`` in the new one, both created directly inside their
+        namespaces (the root namespace and the hub bridge never see it).
+        ``subnet`` must lie in 198.18.0.0/15 (e.g. 198.19.1.0/24); the router
+        takes the first address, the LAN host the tenth unless given. The LAN
+        host has no routes beyond its own subnet (so it relies on the
+        router's SNAT to answer tailnet clients). Removed by
+        :meth:`remove_host` / :meth:`teardown` like any other host; the
+        router's end disappears with either namespace.
+        """
+        if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,20}", role):
+            raise NetnsError(f"bad role name {role!r}")
+        if role in self.hosts:
+            raise NetnsError(f"host {role!r} exists")
+        net = ipaddress.ip_network(subnet)
+        if not net.subnet_of(SAFE_RANGE) or net.overlaps(SUBNET):  # type: ignore[arg-type]
+            raise NetnsError(f"LAN {subnet} must be inside {SAFE_RANGE} and outside {SUBNET}")
+        hosts = list(net.hosts())
+        router_ip = router_ip or str(hosts[0])
+        host_ip = host_ip or str(hosts[9])
+        for ip in (router_ip, host_ip):
+            _check_safe_ip(ip)
+            if ipaddress.ip_address(ip) not in net:
+                raise NetnsError(f"{ip} is not in {subnet}")
+        ns = f"{self.prefix}-{role}"
+        _add_namespace(ns)
+        # Record it before wiring, so teardown removes it even if wiring fails.
+        host = Host(role=role, ns=ns, ip=host_ip, index=0)
+        self.hosts[role] = host
+        sh(
+            [
+                "ip",
+                "-n",
+                router.ns,
+                "link",
+                "add",
+                router_if,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                HOST_IFNAME,
+                "netns",
+                ns,
+            ]
+        )
+        for side, ifname, ip in ((router.ns, router_if, router_ip), (ns, HOST_IFNAME, host_ip)):
+            _sysctl(side, f"net.ipv6.conf.{ifname}.disable_ipv6", "1")
+            sh(["ip", "-n", side, "addr", "add", f"{ip}/{net.prefixlen}", "dev", ifname])
+            sh(["ip", "-n", side, "link", "set", ifname, "up"])
+        assert_isolated(ns)
+        return host
+
     def remove_host(self, role: str) -> None:
         host = self.hosts.pop(role, None)
         if host is not None:
             delete_namespace(host.ns)
-            sh(["ip", "-n", self.hub, "link", "del", f"v{host.index}"], check=False)
+            if host.index:  # LAN hosts (index 0) have no link on the hub bridge
+                sh(["ip", "-n", self.hub, "link", "del", f"v{host.index}"], check=False)
 
     def teardown(self) -> None:
         """Kill everything and delete every namespace; safe to call twice."""

@@ -248,6 +248,41 @@ class OutpostServer:
     def expire_node(self, node_id: object) -> None:
         self.admin("nodes", "expire", str(node_id), "--yes")
 
+    def policy(
+        self, *args: str, check: bool = True, timeout: float = ADMIN_TIMEOUT_S
+    ) -> subprocess.CompletedProcess[str]:
+        """``outpost --data-dir D policy ARGS`` (``set FILE``, ``get``, ``check FILE``)."""
+        argv = [
+            str(self.outpost_bin),
+            "--data-dir",
+            str(self.data_dir),
+            "--admin-socket",
+            str(self.admin_socket),
+            "policy",
+            *args,
+        ]
+        proc = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            cwd=REPO,
+            env={**netns.BASE_ENV, **self.env()},
+        )
+        if check and proc.returncode != 0:
+            raise AdminError(
+                f"outpost policy {' '.join(args)} exited {proc.returncode}\n"
+                f"stdout: {proc.stdout[-2000:]}\nstderr: {proc.stderr[-2000:]}"
+            )
+        return proc
+
+    def set_policy(self, text: str, *, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Write ``text`` to a file under the data dir's parent and ``policy set`` it."""
+        path = self.data_dir.parent / f"policy-{time.monotonic_ns()}.hujson"
+        path.write_text(text)
+        return self.policy("set", str(path), check=check)
+
     def pending(self) -> list[dict[str, Any]]:
         data = self.admin_json("nodes", "pending")
         if isinstance(data, dict) and "pending" in data:

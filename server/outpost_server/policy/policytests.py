@@ -262,12 +262,27 @@ def _check_ssh_test(cp: CompiledPolicy, t: SshTest) -> bool:
     return True
 
 
+def _describe(cp: CompiledPolicy, t: PolicyTest) -> str:
+    """Name the first failing entry of an ACL test, as an admin needs to read it."""
+    for want, entries in ((True, t.accept), (False, t.deny)):
+        for entry in entries:
+            single = PolicyTest(t.src, t.proto, (entry,) if want else (), () if want else (entry,))
+            if not _check_test(cp, single):
+                expected, got = ("accept", "drop") if want else ("drop", "accept")
+                return f'src "{t.src}" to "{entry}": want {expected}, got {got}'
+    return f'src "{t.src}": test is malformed or names nothing'
+
+
+def _describe_ssh(t: SshTest) -> str:
+    return f'sshTests src "{t.src}" to {list(t.dsts)}: the policy does not give the expected result'
+
+
 def run_policy_tests(cp: CompiledPolicy) -> None:
-    """Raise PolicyError("test(s) failed") if any test of the policy fails."""
-    failed = [t for t in cp.policy.tests if not _check_test(cp, t)]
-    failed_ssh = [t for t in cp.policy.ssh_tests if not _check_ssh_test(cp, t)]
-    if failed or failed_ssh:
-        raise PolicyError(TESTS_FAILED)
+    """Raise PolicyError("test(s) failed: ...") naming each failing test."""
+    failed = [_describe(cp, t) for t in cp.policy.tests if not _check_test(cp, t)]
+    failed += [_describe_ssh(t) for t in cp.policy.ssh_tests if not _check_ssh_test(cp, t)]
+    if failed:
+        raise PolicyError(f"{TESTS_FAILED}: " + "; ".join(failed))
 
 
 __all__ = ["TESTS_FAILED", "parse_proto", "run_policy_tests"]
