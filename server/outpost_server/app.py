@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import secrets
+import time
 import contextlib
 import logging
 import os
@@ -22,7 +24,11 @@ from typing import Any
 
 import uvicorn
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from . import __version__
 from .api.app import create_app
+from .audit import AuditLog
 from .api.context import ApiContext
 from .ca import OfflineCA
 from .ca.local import ca_directory, ensure_tls, ensure_tls_events
@@ -72,6 +78,16 @@ def _unix_socket(path: Path) -> socket.socket:
     os.chmod(path, 0o600)
     sock.listen(64)
     return sock
+
+
+def _audit_value(v: Any) -> Any:
+    if v is None or isinstance(v, bool | int | str | bytes):
+        return v
+    if isinstance(v, dict):
+        return {str(k): _audit_value(x) for k, x in v.items()}
+    if isinstance(v, list | tuple | set | frozenset):
+        return [_audit_value(x) for x in v]
+    return str(v)
 
 
 class OutpostServer:
@@ -150,6 +166,8 @@ class OutpostServer:
             sh, sp = cfg.stun_listen
             self._stun_transport = await start_stun(sh, sp, self.stun_counters)
 
+        self.audit_log = self._open_audit(cfg.data_dir / "audit")
+        self.record("server", "server.start", {"version": __version__, "listen": list(map(str, cfg.listen))})
         api_ctx = ApiContext(
             store=store,
             registrar=self.registrar,
@@ -158,6 +176,8 @@ class OutpostServer:
             server_url=cfg.effective_server_url,
             listener_counters=self.public.counters,
             relay_stats=self._relay_stats,
+            audit_sink=self.record,
+            audit_chain=self.audit_log,
         )
         sock = _unix_socket(cfg.admin_socket)
         uv = _EmbeddedUvicorn(
@@ -184,6 +204,34 @@ class OutpostServer:
         now_node = self.store.nodes().get(change.node_id)
         if now_node is None or now_node.node_key != before.node_key or now_node.is_expired(utcnow()):
             self.relay.disconnect_key(before.node_key)
+
+    # ---------------------------------------------------------------- audit
+    def _open_audit(self, directory: Path) -> AuditLog:
+        """The appliance's audit chain, with its signing key and appliance id."""
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        key_path = directory / "audit-key.ed25519"
+        if not key_path.exists():
+            fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(Ed25519PrivateKey.generate().private_bytes_raw())
+        key = Ed25519PrivateKey.from_private_bytes(key_path.read_bytes())
+        id_path = self.config.data_dir / "appliance-id"
+        if not id_path.exists():
+            id_path.write_text(secrets.token_hex(8) + "\n")
+        self.appliance_id = id_path.read_text().strip()
+        log_ = AuditLog(directory / "audit.log", appliance_id=self.appliance_id, audit_key=key)
+        if log_.recovered_tail_bytes:
+            log_.append(
+                "server",
+                "audit.recovered",
+                {"discarded_bytes": log_.recovered_tail_bytes},
+                int(time.time()),
+            )
+        return log_
+
+    def record(self, actor: str, action: str, details: dict[str, Any]) -> None:
+        """Append one audit entry; values are reduced to the types the chain stores."""
+        self.audit_log.append(actor, action, _audit_value(details), int(time.time()))
 
     def _crl(self) -> bytes | None:
         ca_dir = ca_directory(self.config.data_dir / "tls")
@@ -252,6 +300,12 @@ class OutpostServer:
         await self.stop()
 
     async def stop(self) -> None:
+        audit = getattr(self, "audit_log", None)
+        if audit is not None:
+            with contextlib.suppress(Exception):
+                self.record("server", "server.stop", {})
+                audit.checkpoint(int(time.time()))
+                audit.close()
         for s in self._servers:
             s.close()
         if self._stun_transport is not None:

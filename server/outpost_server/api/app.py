@@ -22,6 +22,7 @@ from ..state.model import EnrolmentKey, EnrolmentKeyId, Node, NodeId, User, User
 from ..state.store import utcnow
 from .app_types import Ctx, FromPath, JsonObject, iso
 from .context import ApiContext
+from .audit import AuditController
 from .policy import PolicyController, RoutesController
 
 
@@ -302,6 +303,7 @@ def create_app(ctx: Ctx) -> Litestar:
             NodesController,
             PolicyController,
             RoutesController,
+            AuditController,
         ],
         dependencies={"ctx": _Provide(ctx)},
         exception_handlers={DomainError: _domain_error, HTTPException: _http_error},

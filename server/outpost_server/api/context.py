@@ -25,9 +25,12 @@ class ApiContext:
     server_url: str
     listener_counters: ListenerCounters
     relay_stats: Callable[[], dict[str, Any]]
+    audit_sink: Callable[[str, str, dict[str, Any]], None] | None = None
+    audit_chain: Any = None  # outpost_server.audit.AuditLog, for reading and verifying
     actor: str = "admin-api"
 
     def audit(self, action: str, **details: Any) -> None:
-        """Record an administrative action. The tamper-evident audit chain
-        (issue 6) replaces this log line with a hash-chained entry."""
+        """Record an administrative action: who, what, and the details."""
         audit_log.info("%s by %s: %s", action, self.actor, details)
+        if self.audit_sink is not None:
+            self.audit_sink(self.actor, action, details)
