@@ -31,7 +31,7 @@ from .api.app import create_app
 from .audit import AuditLog
 from .api.context import ApiContext
 from .ca import OfflineCA
-from .ca.local import ca_directory, ensure_tls, ensure_tls_events
+from .ca.local import ca_directory, ensure_tls_events
 from .config import ServerConfig
 from .control.fanout import Fanout
 from .control.mapper import DerpSettings
@@ -50,6 +50,7 @@ from .state.store import Store, utcnow
 
 log = logging.getLogger(__name__)
 
+LISTEN_BACKLOG = 4096  # a server restart brings every client back at once
 CA_CHECK_INTERVAL_S = 3600.0  # leaves renew weeks before expiry; hourly is plenty
 
 
@@ -112,7 +113,10 @@ class OutpostServer:
 
         public_host = cfg.public_host
         tls_names = sorted({public_host, cfg.listen[0], *( [cfg.tls_listen[0]] if cfg.tls_listen else [])})
-        self.tls = ensure_tls(cfg.data_dir / "tls", cfg.site_name, tls_names)
+        self.audit_log = self._open_audit(cfg.data_dir / "audit")
+        self.record("server", "server.start", {"version": __version__, "listen": list(map(str, cfg.listen))})
+        self.tls, ca_events = ensure_tls_events(cfg.data_dir / "tls", cfg.site_name, tls_names, utcnow_aware())
+        self._record_ca(ca_events)
 
         derp = DerpSettings(
             region_id=cfg.derp_region_id,
@@ -153,21 +157,25 @@ class OutpostServer:
             crl=self._crl,
         )
         host, port = cfg.listen
-        self._servers.append(await asyncio.start_server(self.public.serve_connection, host, port, reuse_address=True))
+        self._servers.append(
+            await asyncio.start_server(
+                self.public.serve_connection, host, port, reuse_address=True, backlog=LISTEN_BACKLOG
+            )
+        )
         self._tls_names = tls_names
         self._ssl_ctx = None
         if cfg.tls_listen:
             ctx = self._ssl_ctx = tls_context(str(self.tls.leaf_chain), str(self.tls.leaf_key))
             th, tp = cfg.tls_listen
             self._servers.append(
-                await asyncio.start_server(self.public.serve_connection, th, tp, ssl=ctx, reuse_address=True)
+                await asyncio.start_server(
+                    self.public.serve_connection, th, tp, ssl=ctx, reuse_address=True, backlog=LISTEN_BACKLOG
+                )
             )
         if cfg.stun_listen:
             sh, sp = cfg.stun_listen
             self._stun_transport = await start_stun(sh, sp, self.stun_counters)
 
-        self.audit_log = self._open_audit(cfg.data_dir / "audit")
-        self.record("server", "server.start", {"version": __version__, "listen": list(map(str, cfg.listen))})
         api_ctx = ApiContext(
             store=store,
             registrar=self.registrar,
@@ -233,6 +241,11 @@ class OutpostServer:
         """Append one audit entry; values are reduced to the types the chain stores."""
         self.audit_log.append(actor, action, _audit_value(details), int(time.time()))
 
+    def _record_ca(self, events: list[Any]) -> None:
+        for e in events:
+            log.info("CA: %s %s serial %s", e.action, e.subject, e.serial)
+            self.record(e.actor, e.action, {"subject": e.subject, "serial": str(e.serial), "detail": e.detail})
+
     def _crl(self) -> bytes | None:
         ca_dir = ca_directory(self.config.data_dir / "tls")
         if not OfflineCA.exists(ca_dir):
@@ -249,8 +262,7 @@ class OutpostServer:
                 leaf, events = ensure_tls_events(
                     self.config.data_dir / "tls", self.config.site_name, self._tls_names, utcnow_aware()
                 )
-                for event in events:
-                    log.info("CA: %s %s serial %s", event.action, event.subject, event.serial)
+                self._record_ca(events)
                 if leaf.generation != last and self._ssl_ctx is not None:
                     self._ssl_ctx.load_cert_chain(str(leaf.leaf_chain), str(leaf.leaf_key))
                     last = leaf.generation
@@ -313,10 +325,15 @@ class OutpostServer:
         fanout = getattr(self, "fanout", None)  # stop() also cleans up a failed start
         for session in list(fanout.sessions.values()) if fanout else []:
             session.close("server shutting down")
+        public = getattr(self, "public", None)
+        if public is not None:
+            public.close_all()
         uv = getattr(self, "_uvicorn", None)
         if uv is not None:
             uv.should_exit = True
         await asyncio.sleep(0)
+        for t in self._tasks[1:]:  # background loops: nothing to finish
+            t.cancel()
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(t, 5)

@@ -61,16 +61,27 @@ class PublicHTTP:
     pending_page: Callable[[str], str | None] = lambda _id: None
     crl: Callable[[], bytes | None] = lambda: None
     counters: ListenerCounters = field(default_factory=ListenerCounters)
+    _open: set[asyncio.StreamWriter] = field(default_factory=set)
+
+    def close_all(self) -> None:
+        """Drop every open client connection (shutdown); clients reconnect."""
+        for writer in list(self._open):
+            with contextlib.suppress(Exception):
+                writer.transport.abort()
 
     async def serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.counters.connections += 1
+        self._open.add(writer)
         try:
             await self._serve(reader, writer)
         except (ConnectionError, OSError, asyncio.IncompleteReadError, ssl.SSLError):
             pass
+        except asyncio.CancelledError:
+            pass  # shutdown
         except Exception:
             log.exception("public connection failed")
         finally:
+            self._open.discard(writer)
             with contextlib.suppress(Exception):
                 writer.close()
 
