@@ -88,6 +88,9 @@ class Store:
         self._by_node_key: dict[NodePublic, NodeId] = {}
         self._users: dict[UserId, User] = {}
         self._keys: dict[EnrolmentKeyId, EnrolmentKey] = {}
+        # Secret hashes stay inside the store: never in the values it hands out.
+        self._key_hashes: dict[EnrolmentKeyId, bytes] = {}
+        self._key_by_prefix: dict[str, EnrolmentKeyId] = {}
         self._names: set[str] = set()
         self._listeners: list[Listener] = []
         self._alloc = AddressAllocator()
@@ -102,8 +105,13 @@ class Store:
                 node = _node(n)
                 self._index(node)
             for k in s.scalars(select(EnrolmentKeyRow)):
-                self._keys[EnrolmentKeyId(k.id)] = _key(k)
+                self._remember_key(_key(k), k.secret_hash)
         self._alloc = AddressAllocator(n.ipv4 for n in self._nodes.values())
+
+    def _remember_key(self, key: EnrolmentKey, secret_hash: bytes) -> None:
+        self._keys[key.id] = key
+        self._key_hashes[key.id] = secret_hash
+        self._key_by_prefix[key.prefix] = key.id
 
     def subscribe(self, listener: Listener) -> None:
         self._listeners.append(listener)
@@ -187,7 +195,10 @@ class Store:
         with Session(self._engine) as s, s.begin():
             s.execute(delete(EnrolmentKeyRow).where(EnrolmentKeyRow.user_id == user_id))
             s.execute(delete(UserRow).where(UserRow.id == user_id))
-        self._keys = {k: v for k, v in self._keys.items() if v.user_id != user_id}
+        for kid in [k for k, v in self._keys.items() if v.user_id == user_id]:
+            self._key_by_prefix.pop(self._keys[kid].prefix, None)
+            self._key_hashes.pop(kid, None)
+            del self._keys[kid]
         del self._users[user_id]
         return user
 
@@ -229,7 +240,7 @@ class Store:
             s.add(row)
             s.flush()
             key = _key(row)
-        self._keys[key.id] = key
+        self._remember_key(key, _hash_secret(secret))
         return key, f"{ENROLMENT_KEY_PREFIX}-{prefix}-{secret}"
 
     def revoke_enrolment_key(self, key_id: EnrolmentKeyId) -> EnrolmentKey:
@@ -249,13 +260,11 @@ class Store:
         parts = text.strip().split("-", 2)
         if len(parts) != 3 or parts[0] != ENROLMENT_KEY_PREFIX:
             raise EnrolmentRefused("invalid enrolment key: not an Outpost key")
-        key = next((k for k in self._keys.values() if k.prefix == parts[1]), None)
+        key_id = self._key_by_prefix.get(parts[1])
+        key = self._keys.get(key_id) if key_id is not None else None
         if key is None:
             raise EnrolmentRefused("invalid enrolment key: unknown key")
-        with Session(self._engine) as s:
-            row = s.get(EnrolmentKeyRow, key.id)
-            stored = row.secret_hash if row is not None else b""
-        if not hmac.compare_digest(stored, _hash_secret(parts[2])):
+        if not hmac.compare_digest(self._key_hashes[key.id], _hash_secret(parts[2])):
             raise EnrolmentRefused("invalid enrolment key: unknown key")
         state = key.state(now)
         if state != "valid":

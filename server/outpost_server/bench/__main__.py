@@ -1,0 +1,133 @@
+"""`make bench`: run the load benchmarks and append the results to docs/benchmarks.md.
+
+    python -m outpost_server.bench                 # full: 1k, 5k, 10k; 10 min idle
+    python -m outpost_server.bench --quick         # 1k allow-all + 1k/5k scoped; 65 s idle
+    python -m outpost_server.bench --sizes 1000:0,5000:100 --idle 120
+
+A size is NODES[:GROUP]. GROUP 0 is allow-all (the server's only policy
+today); GROUP 100 emulates "~100 peers each" by giving the server a
+visibility callable (blocks of 100 consecutive node ids see each other), a
+stand-in until the policy engine is wired in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import resource
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from .relay import RelayResult, run_relay
+from .report import loadavg, markdown, plots
+from .scenarios import SizeResult, run_size
+from .serve import raise_nofile
+
+FULL_SIZES = "1000:0,1000:100,5000:100,10000:100"
+QUICK_SIZES = "1000:0,1000:100,5000:100"
+FULL_IDLE_S = 600.0
+QUICK_IDLE_S = 65.0  # > one keep-alive interval (50 s + up to 8 s jitter)
+HEADER = """# Benchmarks
+
+Appended by `make bench` (`python -m outpost_server.bench`); newest run last.
+Method and caveats: see the module docstrings in `server/outpost_server/bench/`.
+"""
+
+
+def log(msg: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} {msg}", file=sys.stderr, flush=True)
+
+
+def parse_sizes(text: str) -> list[tuple[int, int]]:
+    out = []
+    for part in text.split(","):
+        n, _, g = part.partition(":")
+        out.append((int(n), int(g or 0)))
+    return out
+
+
+async def run(args: argparse.Namespace) -> tuple[list[SizeResult], list[RelayResult], list[str]]:
+    sizes: list[SizeResult] = []
+    notes: list[str] = []
+    nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    for n, group in parse_sizes(args.sizes):
+        if n * 1.1 > nofile:
+            notes.append(f"{n} nodes skipped: open-files limit {nofile} in the load generator")
+            continue
+        try:
+            r = await run_size(
+                n,
+                group=group,
+                probes=args.probes,
+                concurrency=args.concurrency,
+                idle_s=args.idle,
+                storm=not args.no_storm,
+                log=log,
+            )
+            sizes.append(r)
+            notes += r.notes
+        except Exception as exc:
+            notes.append(f"{n} nodes (group {group}) failed: {type(exc).__name__}: {exc}")
+            log(notes[-1])
+    relay: list[RelayResult] = []
+    if not args.no_relay:
+        relay = await run_relay(pairs=args.relay_pairs, seconds=args.relay_seconds, log=log)
+    return sizes, relay, notes
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(prog="python -m outpost_server.bench")
+    p.add_argument("--quick", action="store_true", help="smaller sizes, 65 s idle")
+    p.add_argument("--sizes", help=f"NODES[:GROUP],... (full: {FULL_SIZES}; quick: {QUICK_SIZES})")
+    p.add_argument("--idle", type=float, help="idle measurement in seconds (full 600, quick 65)")
+    p.add_argument("--probes", type=int, default=20, help="changes timed per kind and size")
+    p.add_argument(
+        "--concurrency", type=int, default=32, help="registrations in flight during bring-up"
+    )
+    p.add_argument("--no-storm", action="store_true")
+    p.add_argument("--no-relay", action="store_true")
+    p.add_argument("--relay-pairs", type=int, default=16)
+    p.add_argument("--relay-seconds", type=float, default=10.0)
+    p.add_argument(
+        "--docs", type=Path, default=Path("docs"), help="where benchmarks.md and bench/*.png go"
+    )
+    p.add_argument(
+        "--no-write", action="store_true", help="print the markdown instead of appending it"
+    )
+    args = p.parse_args()
+    args.sizes = args.sizes or (QUICK_SIZES if args.quick else FULL_SIZES)
+    args.idle = (
+        args.idle if args.idle is not None else (QUICK_IDLE_S if args.quick else FULL_IDLE_S)
+    )
+    raise_nofile()
+    load_before = loadavg()
+    sizes, relay, notes = asyncio.run(run(args))
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    docs: Path = args.docs
+    pngs = [] if args.no_write else plots(sizes, relay, docs / "bench", stamp)
+    mode = f"{'quick' if args.quick else 'full'} (sizes {args.sizes}, idle {args.idle:.0f} s, {args.probes} probes per kind)"
+    text = markdown(sizes, relay, pngs, docs, mode, load_before, notes)
+    raw = {
+        "sizes": [r.as_dict() for r in sizes],
+        "relay": [asdict(x) for x in relay],
+        "notes": notes,
+    }
+    if args.no_write:
+        print(text)
+        return
+    (docs / "bench").mkdir(parents=True, exist_ok=True)
+    (docs / "bench" / f"{stamp}-raw.json").write_text(json.dumps(raw))
+    md = docs / "benchmarks.md"
+    if not md.exists():
+        md.write_text(HEADER)
+    with md.open("a") as f:
+        f.write("\n" + text)
+    print(text)
+    log(f"appended to {md}; plots and raw data in {docs / 'bench'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,205 @@
+"""One benchmark run at one size: bring-up, registration, fan-out, idle, storm.
+
+Order of a run (server in its own process, fresh data directory):
+1. bulk: N - probes nodes register and open map streams, `concurrency` at a time;
+2. memory: server RSS after settling, minus RSS before the bulk, per node;
+3. join probes: one at a time, a new node connects, registers (timed alone,
+   so this is the registration latency *at* N nodes) and maps; the change is
+   timed until every peer that may see it has it;
+4. endpoint probes: a random node sends a lite update with new endpoints;
+5. leave probes: the probe nodes disconnect one at a time (peers see Online=false);
+6. idle: server CPU over `idle_s` with nothing but keep-alives;
+7. reconnect storm: SIGTERM, restart on the same port and data, until every
+   node applied a new full map.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..sim.client import fetch_server_key
+from .procstat import ServerProcess
+from .swarm import BenchNode, Probe, Swarm, all_visible, group_visible
+
+PROBE_TIMEOUT_S = 60.0
+SETTLE_S = 3.0  # let writes and GC settle before reading RSS
+
+
+@dataclass
+class SizeResult:
+    nodes: int
+    group: int  # 0 = allow-all, else peers see only their block of `group` ids
+    bulk_register_s: list[float] = field(default_factory=list)
+    bulk_first_map_s: list[float] = field(default_factory=list)
+    bulk_wall_s: float = 0.0
+    bulk_failed: int = 0
+    register_s: list[float] = field(default_factory=list)
+    first_map_s: list[float] = field(default_factory=list)
+    fanout_s: dict[str, list[float]] = field(default_factory=dict)  # kind -> per-probe last receipt
+    fanout_peer_s: dict[str, list[float]] = field(default_factory=dict)  # kind -> every receipt
+    fanout_missing: dict[str, int] = field(default_factory=dict)
+    rss_base: int = 0
+    rss_loaded: int = 0
+    idle_s: float = 0.0
+    idle_cpu_s: float = 0.0
+    idle_nodes: int = 0
+    storm_s: float | None = None  # SIGTERM to last node with a new full map
+    storm_from_ready_s: float | None = None
+    storm_reconnected: int = 0
+    storm_nodes: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def run_size(
+    nodes: int,
+    *,
+    group: int = 0,
+    probes: int = 20,
+    concurrency: int = 32,
+    idle_s: float = 60.0,
+    storm: bool = True,
+    log: Any = print,
+) -> SizeResult:
+    res = SizeResult(nodes=nodes, group=group)
+    with tempfile.TemporaryDirectory(prefix="outpost-bench-") as tmp:
+        server = ServerProcess(Path(tmp) / "data", free_port(), group)
+        await server.start(make_key=True)
+        try:
+            key = await fetch_server_key("127.0.0.1", server.port)
+            swarm = Swarm(
+                server.port, key, server.key, group_visible(group) if group else all_visible
+            )
+            await asyncio.sleep(1.0)
+            res.rss_base = server.sample().rss_bytes
+
+            bulk = max(0, nodes - probes)
+            log(f"[{nodes}] bringing up {bulk} nodes ({concurrency} at a time)")
+            t = time.monotonic()
+            timings = await swarm.bring_up(bulk, concurrency)
+            res.bulk_wall_s = time.monotonic() - t
+            res.bulk_register_s = [x.register_s for x in timings]
+            res.bulk_first_map_s = [x.first_map_s for x in timings]
+            res.bulk_failed = len(swarm.failed_joins)
+            if swarm.failed_joins:
+                res.notes.append(
+                    f"{nodes} nodes: {res.bulk_failed} joins failed, first: {swarm.failed_joins[0]}"
+                )
+            log(f"[{nodes}] bulk done in {res.bulk_wall_s:.1f} s")
+
+            # -- joins: registration latency at ~N, and join fan-out
+            joined: list[BenchNode] = []
+            for i in range(probes):
+                probe = Probe("join", None, _has_peer)
+
+                async def do_join(i: int = i, probe: Probe = probe) -> None:
+                    node, timing = await swarm.join(f"probe{i}")
+                    joined.append(node)
+                    res.register_s.append(timing.register_s)
+                    res.first_map_s.append(timing.first_map_s)
+                    # The joiner's id is known only once it registered.
+                    probe.expect(swarm.viewers_of(node.node_id))
+
+                await swarm.run_probe(probe, do_join, PROBE_TIMEOUT_S)
+                _record(res, probe)
+            # Memory after everything is connected (before leaves).
+            await asyncio.sleep(SETTLE_S)
+            res.rss_loaded = server.sample().rss_bytes
+            log(f"[{nodes}] joins done; rss {res.rss_loaded / 2**20:.0f} MiB")
+
+            # -- endpoint changes via lite updates
+            rng = random.Random(nodes)
+            candidates = [n for n in swarm.nodes if n not in joined]
+            for i in range(probes):
+                node = rng.choice(candidates)
+                eps = [f"10.{i // 250}.{i % 250}.{rng.randrange(1, 250)}:{41641 + i}"]
+                want = tuple(eps)
+                probe = Probe("endpoint", node.node_id, _has_endpoints(want))
+
+                async def do_lite(node: BenchNode = node, eps: list[str] = eps) -> None:
+                    status = await node.lite_update(eps)
+                    if status != 200:
+                        raise RuntimeError(f"lite update: HTTP {status}")
+
+                probe.expected = swarm.viewers_of(node.node_id)
+                await swarm.run_probe(probe, do_lite, PROBE_TIMEOUT_S)
+                _record(res, probe)
+            log(f"[{nodes}] endpoint probes done")
+
+            # -- leaves: the probe nodes disconnect
+            for node in joined:
+                probe = Probe("leave", node.node_id, lambda v, pid: v.peer_online.get(pid) is False)
+                probe.expected = swarm.viewers_of(node.node_id)
+                await swarm.run_probe(probe, node.close, PROBE_TIMEOUT_S)
+                _record(res, probe)
+            swarm.nodes = [n for n in swarm.nodes if n not in joined]
+            log(f"[{nodes}] leave probes done")
+
+            # -- idle
+            if idle_s > 0:
+                await asyncio.sleep(SETTLE_S)
+                a = server.sample()
+                t = time.monotonic()
+                await asyncio.sleep(idle_s)
+                b = server.sample()
+                res.idle_s = time.monotonic() - t
+                res.idle_cpu_s = b.cpu_s - a.cpu_s
+                res.idle_nodes = sum(1 for n in swarm.nodes if n.connected)
+                log(f"[{nodes}] idle {res.idle_s:.0f} s: {res.idle_cpu_s:.2f} CPU-s")
+
+            # -- reconnect storm
+            if storm:
+                res.storm_nodes = len(swarm.nodes)
+                waiting = asyncio.ensure_future(swarm.reconnect_all(deadline_s=300))
+                t_kill = time.monotonic()
+                await server.stop()
+                res.notes += [f"{nodes} nodes storm: {x}" for x in server.stop_log]
+                await server.start()
+                t_ready = time.monotonic()
+                got = await waiting
+                res.storm_reconnected = len(got)
+                if got:
+                    last = max(got.values())
+                    res.storm_s = last - t_kill
+                    res.storm_from_ready_s = last - t_ready
+                log(f"[{nodes}] storm: {len(got)}/{res.storm_nodes} back in {res.storm_s} s")
+            await swarm.close()
+        finally:
+            await server.stop()
+    return res
+
+
+def _has_endpoints(want: tuple[str, ...]) -> Callable[[BenchNode, int], bool]:
+    def check(viewer: BenchNode, pid: int) -> bool:
+        return viewer.peer_eps.get(pid) == want
+
+    return check
+
+
+def _has_peer(viewer: BenchNode, pid: int) -> bool:
+    return pid in viewer.peer_eps
+
+
+def _record(res: SizeResult, probe: Probe) -> None:
+    lat = probe.latencies()
+    expected = len(probe.expected or ())
+    res.fanout_missing[probe.kind] = res.fanout_missing.get(probe.kind, 0) + (expected - len(lat))
+    if lat:
+        res.fanout_s.setdefault(probe.kind, []).append(max(lat))
+        res.fanout_peer_s.setdefault(probe.kind, []).extend(lat)
