@@ -9,6 +9,8 @@ from litestar import Controller, get, post
 
 from ..audit import AuditCorrupt
 from ..errors import InvalidInput
+from litestar.params import FromQuery
+
 from .app_types import Ctx
 
 MAX_AUDIT_PAGE = 1000  # entries per request; the console pages through more
@@ -29,7 +31,7 @@ class AuditController(Controller):
     path = "/v1/audit"
 
     @get()
-    async def entries(self, ctx: Ctx, start: int = 0, limit: int = 100) -> dict[str, Any]:
+    async def entries(self, ctx: Ctx, start: FromQuery[int] = 0, limit: FromQuery[int] = 100) -> dict[str, Any]:
         chain = ctx.audit_chain
         if limit < 1 or limit > MAX_AUDIT_PAGE:
             raise InvalidInput(f"limit must be 1..{MAX_AUDIT_PAGE}")
