@@ -1,0 +1,169 @@
+"""Screenshots of every console screen for docs/console.md.
+
+    .venv/bin/python -m tests.tui.make_screenshots [OUT_DIR]
+
+Starts a real server in a temporary directory, fills it (users, keys, nodes
+made with the simulated client, a pending login), drives the console with
+Pilot and saves each screen as SVG in the 16-colour VGA palette of the Linux
+console, then converts to PNG with rsvg-convert (apt: librsvg2-bin) when it
+is installed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.terminal_theme import TerminalTheme
+
+from outpost_tui.app import OutpostConsole
+from outpost_tui.client import AsyncAdminClient
+from outpost_tui.lock import ConsoleLock
+
+from .conftest import Server, wait_text, wait_until
+
+# The Linux console's default palette (drivers/tty/vt/vt.c).
+VGA = TerminalTheme(
+    (0, 0, 0),
+    (170, 170, 170),
+    [
+        (0, 0, 0),
+        (170, 0, 0),
+        (0, 170, 0),
+        (170, 85, 0),
+        (0, 0, 170),
+        (170, 0, 170),
+        (0, 170, 170),
+        (170, 170, 170),
+    ],
+    [
+        (85, 85, 85),
+        (255, 85, 85),
+        (85, 255, 85),
+        (255, 255, 85),
+        (85, 85, 255),
+        (255, 85, 255),
+        (85, 255, 255),
+        (255, 255, 255),
+    ],
+)
+
+SIZE = (100, 30)
+
+
+def save(app: OutpostConsole, out: Path, name: str) -> None:
+    width, height = app.size
+    console = Console(
+        width=width,
+        height=height,
+        file=io.StringIO(),
+        force_terminal=True,
+        color_system="standard",
+        record=True,
+        legacy_windows=False,
+        safe_box=False,
+    )
+    console.print(
+        app.screen._compositor.render_update(full=True, screen_stack=app._background_screens)
+    )
+    svg = out / f"{name}.svg"
+    svg.write_text(console.export_svg(title=f"Outpost console: {name}", theme=VGA))
+    if shutil.which("rsvg-convert"):
+        subprocess.run(["rsvg-convert", "-o", str(out / f"{name}.png"), str(svg)], check=True)
+        svg.unlink()
+    print("saved", name)
+
+
+async def settle(pilot: Any) -> None:
+    await pilot.pause(0.6)
+
+
+async def main(out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        server = Server(Path(tmp) / "data")
+        await server.start()
+        try:
+            await shoot(server, out)
+        finally:
+            await server.stop()
+
+
+async def shoot(server: Server, out: Path) -> None:
+    store = server.store
+    store.create_user("alice", "Alice Andersen")
+    store.create_user("bob", "Bob Berg")
+    for host, user in (("web1", "alice"), ("db1", "bob"), ("alice-laptop", "alice")):
+        await server.joined_node(host, user=user)
+    await server.pending_login("field-tablet")
+    store.create_enrolment_key(
+        user_id=store.user_by_name("bob").id, reusable=True, description="lab"
+    )
+    lock = ConsoleLock(Path(server.data_dir) / "console-lock.json")
+    lock.set("screenshot")
+    app = OutpostConsole(AsyncAdminClient(server.socket_path), lock, poll_interval=0.5)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_text(pilot, app, "OUTPOST CONSOLE: locked")
+        await pilot.press(*"screensh")
+        save(app, out, "lock")
+        await pilot.press(*"ot", "enter")
+        await wait_text(pilot, app, "3 online / 3 total")
+        await pilot.pause(3.5)  # let the "unlocked" notice go
+        save(app, out, "dashboard")
+        await pilot.press("2")
+        await wait_text(pilot, app, "Waiting for approval (1)", "alice-laptop")
+        await settle(pilot)
+        save(app, out, "nodes")
+        await pilot.press("a")
+        await wait_text(pilot, app, "Users: alice")
+        await pilot.press(*"bob")
+        await settle(pilot)
+        save(app, out, "approve")
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: type(app.screen).__name__ == "NodesScreen")
+        app.screen.query_one("#nodes").focus()
+        await pilot.press("d")
+        await settle(pilot)
+        save(app, out, "confirm-delete")
+        await pilot.press("escape", "3")
+        await wait_text(pilot, app, "Alice Andersen")
+        await settle(pilot)
+        save(app, out, "users")
+        await pilot.press("4")
+        await wait_text(pilot, app, "lab")
+        await settle(pilot)
+        save(app, out, "keys")
+        await pilot.press("c")
+        await wait_text(pilot, app, "New enrolment key")
+        await pilot.press(*"alice", "tab", *"tag:server", "tab", "ctrl+u", *"7d")
+        await settle(pilot)
+        save(app, out, "key-create")
+        await pilot.press("enter")
+        await wait_text(pilot, app, "SHOWN ONCE")
+        await settle(pilot)
+        save(app, out, "key-secret")
+        await pilot.press("enter", "5")
+        await wait_text(pilot, app, "arrives with")
+        await settle(pilot)
+        save(app, out, "policy-stub")
+        await pilot.press("2", "f1")
+        await wait_text(pilot, app, "Keys on this screen")
+        await settle(pilot)
+        save(app, out, "help-nodes")
+        await pilot.press("escape")
+        await server.stop()
+        await wait_text(pilot, app, "SERVER UNREACHABLE")
+        await pilot.press("1")
+        await settle(pilot)
+        save(app, out, "server-down")
+
+
+if __name__ == "__main__":
+    asyncio.run(main(Path(sys.argv[1] if len(sys.argv) > 1 else "docs/console")))

@@ -1,0 +1,149 @@
+"""An asynchronous client for the admin API on its unix socket.
+
+The console's only way to the server. Every call has a short timeout so a busy
+or stopped server turns into an exception the caller reports, never a hang:
+screens call these from workers, so the interface stays responsive either way.
+
+Two kinds of failure, because the console treats them differently:
+
+* `ServerUnreachable`: no socket, connection refused, timeout. The status bar
+  says so and the connection monitor retries.
+* `ApiError`: the server answered with a 4xx/5xx. Its `{"error": "..."}` text
+  is shown to the admin as is (e.g. "user 'alice' already exists").
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+DEFAULT_TIMEOUT_S = 5.0
+
+
+class ApiError(Exception):
+    """The admin API refused a request."""
+
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+class ServerUnreachable(ApiError):
+    """The admin API could not be reached (not running, busy, wrong socket)."""
+
+
+class AsyncAdminClient:
+    """Typed-ish wrappers over the `/v1/...` endpoints (see server api/app.py)."""
+
+    def __init__(self, socket_path: Path | str, timeout: float = DEFAULT_TIMEOUT_S) -> None:
+        self.socket_path = Path(socket_path)
+        self.timeout = timeout
+        self._client: httpx.AsyncClient | None = None
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            transport = httpx.AsyncHTTPTransport(uds=str(self.socket_path))
+            self._client = httpx.AsyncClient(
+                transport=transport, base_url="http://outpost", timeout=self.timeout
+            )
+        return self._client
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.aclose()
+
+    async def request(self, method: str, path: str, body: Any = None) -> Any:
+        if not self.socket_path.exists():
+            raise ServerUnreachable(f"no admin socket at {self.socket_path}")
+        try:
+            r = await self._http().request(method, path, json=body)
+        except httpx.TimeoutException:
+            raise ServerUnreachable("the server did not answer in time (busy?)") from None
+        except httpx.TransportError as exc:
+            # A dead pooled connection after a server restart lands here too:
+            # drop the pool so the next call opens a fresh connection.
+            await self.aclose()
+            raise ServerUnreachable(
+                f"cannot reach the server: {exc or type(exc).__name__}"
+            ) from None
+        try:
+            data = r.json()
+        except ValueError:
+            data = None
+        if r.status_code >= 400:
+            msg = data.get("error") if isinstance(data, dict) else None
+            raise ApiError(str(msg or r.text or f"HTTP {r.status_code}"), r.status_code)
+        return data
+
+    # ------------------------------------------------------------- endpoints
+    async def status(self) -> dict[str, Any]:
+        return dict(await self.request("GET", "/v1/status"))
+
+    async def users(self) -> list[dict[str, Any]]:
+        return list(await self.request("GET", "/v1/users"))
+
+    async def create_user(self, name: str, display_name: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"name": name}
+        if display_name:
+            body["display_name"] = display_name
+        return dict(await self.request("POST", "/v1/users", body))
+
+    async def delete_user(self, name: str) -> dict[str, Any]:
+        return dict(await self.request("DELETE", f"/v1/users/{quote(name, safe='')}"))
+
+    async def keys(self) -> list[dict[str, Any]]:
+        return list(await self.request("GET", "/v1/enrolment-keys"))
+
+    async def create_key(
+        self,
+        *,
+        user: str | None,
+        tags: list[str],
+        expires_in: str | None,
+        reusable: bool,
+        ephemeral: bool,
+        description: str = "",
+    ) -> dict[str, Any]:
+        body = {
+            "user": user or None,
+            "tags": tags,
+            "expires_in": expires_in or None,
+            "reusable": reusable,
+            "ephemeral": ephemeral,
+            "description": description,
+        }
+        return dict(await self.request("POST", "/v1/enrolment-keys", body))
+
+    async def revoke_key(self, key_id: int) -> dict[str, Any]:
+        return dict(await self.request("DELETE", f"/v1/enrolment-keys/{int(key_id)}"))
+
+    async def nodes(self) -> list[dict[str, Any]]:
+        return list(await self.request("GET", "/v1/nodes"))
+
+    async def node(self, node_id: int) -> dict[str, Any]:
+        return dict(await self.request("GET", f"/v1/nodes/{int(node_id)}"))
+
+    async def rename_node(self, node_id: int, name: str) -> dict[str, Any]:
+        return dict(await self.request("POST", f"/v1/nodes/{int(node_id)}/rename", {"name": name}))
+
+    async def expire_node(self, node_id: int) -> dict[str, Any]:
+        return dict(await self.request("POST", f"/v1/nodes/{int(node_id)}/expire", {}))
+
+    async def delete_node(self, node_id: int) -> dict[str, Any]:
+        return dict(await self.request("DELETE", f"/v1/nodes/{int(node_id)}"))
+
+    async def pending(self) -> list[dict[str, Any]]:
+        return list(await self.request("GET", "/v1/nodes/pending"))
+
+    async def approve(self, auth_id: str, *, user: str | None, tags: list[str]) -> dict[str, Any]:
+        path = f"/v1/nodes/pending/{quote(auth_id, safe='')}/approve"
+        return dict(await self.request("POST", path, {"user": user or None, "tags": tags}))
+
+    async def reject(self, auth_id: str) -> dict[str, Any]:
+        path = f"/v1/nodes/pending/{quote(auth_id, safe='')}/reject"
+        return dict(await self.request("POST", path, {}))
