@@ -132,7 +132,7 @@ GO_VERIFY = textwrap.dedent(
         chain := certs(os.Args[2])
         inter := x509.NewCertPool()
         for _, c := range chain[1:] { inter.AddCert(c) }
-        // DNSName as tailscaled uses it: "" when dialling DERP by IP literal.
+        // DNSName as the Tailscale client daemon uses it: "" when dialling DERP by IP literal.
         opts := x509.VerifyOptions{DNSName: os.Args[3], Roots: roots, Intermediates: inter}
         _, err := chain[0].Verify(opts)
         if err != nil { fmt.Println(err); os.Exit(1) }
