@@ -4,19 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from textual import work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
-from textual.suggester import SuggestFromList
 from textual.widgets import Button, Label, Static
 
-from ..client import ApiError
 from ..widgets.safe import SafeInput
-from .form import FormDialog, InvalidForm
+from .form import InvalidForm, UserPickerForm
 from .key_form import parse_tags
 
 
-class ApproveScreen(FormDialog):
+class ApproveScreen(UserPickerForm):
     HELP = (
         "Approve a device that is waiting in an interactive login. Give the user "
         "who owns it, or tags (tag:name, comma separated) for a server-owned node. "
@@ -47,22 +44,6 @@ class ApproveScreen(FormDialog):
             with Horizontal(classes="buttons"):
                 yield Button("Cancel", id="cancel")
                 yield Button("Approve", id="ok", variant="success")
-
-    def on_mount(self) -> None:
-        self.query_one("#user", SafeInput).focus()
-        self.load_users()
-
-    @work(group="approve-users")
-    async def load_users(self) -> None:
-        try:
-            users = await self.app.client.users()  # type: ignore[attr-defined]
-        except ApiError:
-            return
-        names = [u["name"] for u in users]
-        self.query_one("#user", SafeInput).suggester = SuggestFromList(names, case_sensitive=False)
-        self.query_one("#users-hint", Static).update(
-            "Users: " + (", ".join(names) if names else "none yet (create one on screen 3)")
-        )
 
     def validate_form(self) -> dict[str, Any]:
         user = self.query_one("#user", SafeInput).value.strip()

@@ -9,9 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 from textual import work
+from textual.suggester import SuggestFromList
 from textual.widgets import Button, Input, Static
 
 from ..client import ApiError, ServerUnreachable
+from ..widgets.safe import SafeInput
 from .modal import Dialog
 
 
@@ -67,3 +69,24 @@ class FormDialog(Dialog[dict[str, Any] | None]):
 
     async def send(self, request: dict[str, Any]) -> dict[str, Any]:
         raise NotImplementedError
+
+
+class UserPickerForm(FormDialog):
+    """A form with a `#user` input and a `#users-hint` line: on open it
+    focuses the input and offers the server's user names as suggestions."""
+
+    def on_mount(self) -> None:
+        self.query_one("#user", SafeInput).focus()
+        self.load_users()
+
+    @work(group="form-users")
+    async def load_users(self) -> None:
+        try:
+            users = await self.app.client.users()  # type: ignore[attr-defined]
+        except ApiError:
+            return
+        names = [u["name"] for u in users]
+        self.query_one("#user", SafeInput).suggester = SuggestFromList(names, case_sensitive=False)
+        self.query_one("#users-hint", Static).update(
+            "Users: " + (", ".join(names) if names else "none yet (create one on screen 3)")
+        )

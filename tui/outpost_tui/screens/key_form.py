@@ -5,15 +5,12 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from textual import work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
-from textual.suggester import SuggestFromList
 from textual.widgets import Button, Label, Static
 
-from ..client import ApiError
 from ..widgets.safe import SafeCheckbox, SafeInput
-from .form import FormDialog, InvalidForm
+from .form import InvalidForm, UserPickerForm
 
 DURATION_RE = re.compile(r"^[1-9][0-9]*[smhd]$")
 TAG_RE = re.compile(r"^tag:[a-z0-9][a-z0-9_-]*$", re.IGNORECASE)
@@ -27,7 +24,7 @@ def parse_tags(text: str) -> list[str]:
     return tags
 
 
-class KeyFormScreen(FormDialog):
+class KeyFormScreen(UserPickerForm):
     HELP = (
         "Create an enrolment key for 'tailscale up --authkey'. Nodes enrolled with it "
         "belong to the user, or carry the tags (tagged nodes have no user owner). "
@@ -69,22 +66,6 @@ class KeyFormScreen(FormDialog):
             with Horizontal(classes="buttons"):
                 yield Button("Cancel", id="cancel")
                 yield Button("Create key", id="ok", variant="primary")
-
-    def on_mount(self) -> None:
-        self.query_one("#user", SafeInput).focus()
-        self.load_users()
-
-    @work(group="key-users")
-    async def load_users(self) -> None:
-        try:
-            users = await self.app.client.users()  # type: ignore[attr-defined]
-        except ApiError:
-            return
-        names = [u["name"] for u in users]
-        self.query_one("#user", SafeInput).suggester = SuggestFromList(names, case_sensitive=False)
-        self.query_one("#users-hint", Static).update(
-            "Users: " + (", ".join(names) if names else "none yet (create one on screen 3)")
-        )
 
     def validate_form(self) -> dict[str, Any]:
         user = self.query_one("#user", SafeInput).value.strip()
