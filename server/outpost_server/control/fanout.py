@@ -69,15 +69,13 @@ class MapSession:
         self.close_reason = reason
         self.wake.set()
 
-    def has_pending(self) -> bool:
-        return bool(
-            self.self_dirty
-            or self.changed
-            or self.patched
-            or self.removed
-            or self.online
-            or self.policy_dirty
-        )
+
+def _route_sig(node: Node, rendered: dict[str, Any]) -> tuple[int, str]:
+    """What a policy change can alter in a peer as one viewer sees it."""
+    return (
+        node.revision,
+        json.dumps(rendered.get("AllowedIPs")) + json.dumps(rendered.get("PrimaryRoutes")),
+    )
 
 
 class Fanout:
@@ -166,10 +164,9 @@ class Fanout:
     def _peer(self, s: MapSession, node: Node, renderer: Any) -> dict[str, Any]:
         d = renderer.peer(node, self.is_online(node.id))
         if self.policy is not None and self.policy.policy is not None:
-            overlay = self.policy.peer_overlay(s.node_id, node)
-            if overlay:
-                d.update(overlay)
-        s.peer_sig[node.id] = (node.revision, json.dumps(d.get("AllowedIPs")) + json.dumps(d.get("PrimaryRoutes")))
+            d.update(self.policy.peer_overlay(s.node_id, node))
+            # Only a policy change diffs against this; allow-all never reads it.
+            s.peer_sig[node.id] = _route_sig(node, d)
         return d
 
     def _self(self, s: MapSession, node: Node, renderer: Any) -> dict[str, Any]:
@@ -210,14 +207,10 @@ class Fanout:
             if i not in s.known_peers:
                 s.changed.add(i)
                 continue
-            overlay = self.policy.peer_overlay(s.node_id, node) if self.policy.policy else {}
-            base = renderer.base(node)
-            sig = (
-                node.revision,
-                json.dumps(overlay.get("AllowedIPs", base.get("AllowedIPs")))
-                + json.dumps(overlay.get("PrimaryRoutes", base.get("PrimaryRoutes"))),
-            )
-            if s.peer_sig.get(i) != sig:
+            d = dict(renderer.base(node))
+            if self.policy.policy is not None:
+                d.update(self.policy.peer_overlay(s.node_id, node))
+            if s.peer_sig.get(i) != _route_sig(node, d):
                 s.changed.add(i)
 
     # ------------------------------------------------------------ building

@@ -152,9 +152,9 @@ class PolicyState:
             return None
 
     def visible(self, viewer: NodeId, node: NodeId) -> bool:
-        view = self.view(viewer)
-        if self.policy is None:
+        if self.policy is None:  # hot path: every change asks this per viewer
             return True
+        view = self.view(viewer)
         return view is not None and topo_name(node) in view.visible_peers
 
     def visible_ids(self, viewer: NodeId) -> set[NodeId] | None:
