@@ -18,7 +18,9 @@ REQUEST_TIMEOUT_S = 30.0
 
 
 def actor() -> str:
-    """Who is acting, for the audit log: the login behind sudo if any."""
+    """Who is acting, for the audit log: OUTPOST_ACTOR for services, else the login behind sudo."""
+    if os.environ.get("OUTPOST_ACTOR"):
+        return os.environ["OUTPOST_ACTOR"][:128]
     try:
         user = os.environ.get("SUDO_USER") or getpass.getuser()
     except (KeyError, OSError):
@@ -80,6 +82,9 @@ class AdminClient:
 
     def post(self, path: str, body: Any) -> Any:
         return self._request("POST", path, body)
+
+    def put(self, path: str, body: Any) -> Any:
+        return self._request("PUT", path, body)
 
     def delete(self, path: str) -> Any:
         return self._request("DELETE", path)

@@ -29,6 +29,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from . import __version__
 from .api.app import create_app
 from .audit import AuditLog
+from .backup.restore import acquire_server_lock, finish_interrupted_restore
+from .backup.service import BackupService
 from .api.context import ApiContext
 from .ca import OfflineCA
 from .ca.local import ca_directory, ensure_tls_events
@@ -104,6 +106,9 @@ class OutpostServer:
         cfg = self.config
         cfg.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(cfg.data_dir, 0o700)
+        # One server per data directory, and never beside a restore (which takes the same lock).
+        self._lock_fd = acquire_server_lock(cfg.data_dir)
+        restored = finish_interrupted_restore(cfg.data_dir)  # a restore cut off mid-swap is completed
         engine = open_database(cfg.database_url or sqlite_url(cfg.data_dir / "outpost.db"))
         self.engine = engine
         self.store = store = Store(engine)
@@ -115,6 +120,16 @@ class OutpostServer:
         tls_names = sorted({public_host, cfg.listen[0], *( [cfg.tls_listen[0]] if cfg.tls_listen else [])})
         self.audit_log = self._open_audit(cfg.data_dir / "audit")
         self.record("server", "server.start", {"version": __version__, "listen": list(map(str, cfg.listen))})
+        if restored:
+            self.record("server", "backup.restore.completed", {"note": "finished a restore interrupted mid-swap"})
+        self.backups = BackupService(
+            cfg.data_dir,
+            site=cfg.site_name,
+            appliance_id=self.appliance_id,
+            signing_key=self.audit_key,
+            record=self.record,
+            database_is_sqlite=engine.dialect.name == "sqlite",
+        )
         self.tls, ca_events = ensure_tls_events(cfg.data_dir / "tls", cfg.site_name, tls_names, utcnow_aware())
         self._record_ca(ca_events)
 
@@ -186,6 +201,7 @@ class OutpostServer:
             relay_stats=self._relay_stats,
             audit_sink=self.record,
             audit_chain=self.audit_log,
+            backups=self.backups,
         )
         sock = _unix_socket(cfg.admin_socket)
         uv = _EmbeddedUvicorn(
@@ -222,7 +238,7 @@ class OutpostServer:
             fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "wb") as f:
                 f.write(Ed25519PrivateKey.generate().private_bytes_raw())
-        key = Ed25519PrivateKey.from_private_bytes(key_path.read_bytes())
+        key = self.audit_key = Ed25519PrivateKey.from_private_bytes(key_path.read_bytes())
         id_path = self.config.data_dir / "appliance-id"
         if not id_path.exists():
             id_path.write_text(secrets.token_hex(8) + "\n")
@@ -346,3 +362,7 @@ class OutpostServer:
         engine = getattr(self, "engine", None)
         if engine is not None:
             engine.dispose()
+        lock_fd = getattr(self, "_lock_fd", None)
+        if lock_fd is not None:
+            os.close(lock_fd)  # releases the data-directory lock
+            self._lock_fd = None

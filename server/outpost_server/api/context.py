@@ -27,6 +27,7 @@ class ApiContext:
     relay_stats: Callable[[], dict[str, Any]]
     audit_sink: Callable[[str, str, dict[str, Any]], None] | None = None
     audit_chain: Any = None  # outpost_server.audit.AuditLog, for reading and verifying
+    backups: Any = None  # outpost_server.backup.service.BackupService
     actor: str = "admin-api"
 
     def audit(self, action: str, **details: Any) -> None:

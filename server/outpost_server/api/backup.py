@@ -1,0 +1,82 @@
+"""Admin API for backups: settings, runs with progress, listing, keyless verification, pruning.
+
+Restores are deliberately absent: they need the server stopped and the
+recovery key, which never comes near the running appliance (`outpost backup
+restore` runs offline against the data directory).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, delete, get, post, put
+from litestar.params import FromQuery
+
+from ..errors import InvalidInput
+from .app_types import Ctx, FromPath, JsonObject
+
+
+def _str(data: dict[str, Any], name: str, default: str | None = None) -> str:
+    v = data.get(name, default)
+    if not isinstance(v, str):
+        raise InvalidInput(f"{name!r} must be a string")
+    return v
+
+
+class BackupController(Controller):
+    path = "/v1/backup"
+
+    @get()
+    async def status(self, ctx: Ctx) -> dict[str, Any]:
+        return ctx.backups.status()
+
+    @get("/list")
+    async def list_backups(self, ctx: Ctx, target: FromQuery[str] = "local") -> list[dict[str, Any]]:
+        return ctx.backups.list(target)
+
+    @post("/run")
+    async def run(self, ctx: Ctx, data: JsonObject) -> dict[str, Any]:
+        return ctx.backups.start(
+            ctx.actor,
+            label=_str(data, "label", ""),
+            target=_str(data, "target", "local"),
+            scheduled=bool(data.get("scheduled", False)),
+        )
+
+    @get("/jobs/{job_id:str}")
+    async def job(self, ctx: Ctx, job_id: FromPath[str]) -> dict[str, Any]:
+        return ctx.backups.job(job_id)
+
+    @post("/verify/{name:str}")
+    async def verify(self, ctx: Ctx, name: FromPath[str], target: FromQuery[str] = "local") -> dict[str, Any]:
+        import asyncio  # noqa: PLC0415
+
+        return await asyncio.to_thread(ctx.backups.verify, name, target)
+
+    @post("/prune")
+    async def prune(self, ctx: Ctx, data: JsonObject) -> dict[str, Any]:
+        dry = bool(data.get("dry_run", False))
+        return {"dry_run": dry, "pruned": await ctx.backups.prune(ctx.actor, dry)}
+
+    @post("/recipients")
+    async def add_recipient(self, ctx: Ctx, data: JsonObject) -> dict[str, Any]:
+        return ctx.backups.add_recipient(ctx.actor, _str(data, "public"), _str(data, "label", ""))
+
+    @delete("/recipients/{key_id:str}", status_code=200)
+    async def remove_recipient(self, ctx: Ctx, key_id: FromPath[str]) -> dict[str, Any]:
+        return ctx.backups.remove_recipient(ctx.actor, key_id)
+
+    @put("/passphrase")
+    async def set_passphrase(self, ctx: Ctx, data: JsonObject) -> dict[str, Any]:
+        import asyncio  # noqa: PLC0415
+
+        kdf = {k: int(data[k]) for k in ("opslimit", "memlimit") if k in data}  # tests use cheap parameters
+        return await asyncio.to_thread(ctx.backups.set_passphrase, ctx.actor, _str(data, "passphrase"), **kdf)
+
+    @delete("/passphrase", status_code=200)
+    async def clear_passphrase(self, ctx: Ctx) -> dict[str, Any]:
+        return ctx.backups.clear_passphrase(ctx.actor)
+
+    @put("/schedule")
+    async def schedule(self, ctx: Ctx, data: JsonObject) -> dict[str, Any]:
+        return ctx.backups.set_schedule(ctx.actor, data)
