@@ -156,6 +156,7 @@ def _verify(args: argparse.Namespace, _c: Any) -> int:
 @_offline
 def _restore(args: argparse.Namespace, _c: Any) -> int:
     from outpost_server.backup.archive import read_manifest  # noqa: PLC0415
+    from outpost_server.backup.failpoint import failpoint  # noqa: PLC0415
     from outpost_server.backup.restore import restore  # noqa: PLC0415
 
     path, data_dir = Path(args.file), _data_dir(args)
@@ -170,7 +171,9 @@ def _restore(args: argparse.Namespace, _c: Any) -> int:
             print("not restored")
             return 1
     opener = _opener(args)
-    report = restore(path, opener, data_dir, _progress_printer(args.json), expected_signer=_expected_signer(args))
+    report = restore(
+        path, opener, data_dir, _progress_printer(args.json), failpoint=failpoint, expected_signer=_expected_signer(args)
+    )
     _record_restore(data_dir, report.to_json(), path.name)
     if args.json:
         print(json.dumps(report.to_json(), indent=2))

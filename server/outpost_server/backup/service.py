@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import secrets
 import shutil
-import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -32,6 +30,7 @@ from .archive import (
     verify_file,
     write_backup,
 )
+from .failpoint import failpoint
 from .format import BackupError
 from .restore import known_revisions
 from .retention import Retention, to_prune
@@ -56,13 +55,6 @@ from .snapshot import (
 log = logging.getLogger("outpost.backup")
 
 LOCAL_TARGET = "backups"  # under the data directory, i.e. on the data partition
-FAILPOINT_ENV = "OUTPOST_FAILPOINT"  # tests only: name of a point where the process kills itself
-
-
-def failpoint(name: str) -> None:
-    """Crash-consistency tests set OUTPOST_FAILPOINT to a point name; the process dies there."""
-    if os.environ.get(FAILPOINT_ENV) == name:
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 @dataclass(slots=True)
