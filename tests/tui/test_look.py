@@ -93,4 +93,4 @@ async def test_screens_are_console_safe_and_match_snapshots(server: Server, make
                 check_snapshot(f"{name}_{w}x{h}", text)
 
 
-SCREENS = {"dashboard": "1", "nodes": "2", "users": "3", "keys": "4", "policy": "5"}
+SCREENS = {"dashboard": "1", "nodes": "2", "users": "3", "keys": "4", "policy": "5", "backups": "7"}

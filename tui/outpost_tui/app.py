@@ -28,6 +28,7 @@ from .connection import Connection
 from .lock import ConsoleLock
 from .screens.dashboard import DashboardScreen
 from .screens.help import HelpScreen
+from .screens.backups import BackupsScreen
 from .screens.keys import KeysScreen
 from .screens.lock import LockScreen
 from .screens.nodes import NodesScreen
@@ -53,6 +54,7 @@ class OutpostConsole(App[None]):
         "nodes": NodesScreen,
         "users": UsersScreen,
         "keys": KeysScreen,
+        "backups": BackupsScreen,
         **{mode: partial(UpcomingScreen, mode) for mode in UPCOMING},
     }
     BINDINGS = [

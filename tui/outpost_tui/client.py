@@ -147,3 +147,22 @@ class AsyncAdminClient:
     async def reject(self, auth_id: str) -> dict[str, Any]:
         path = f"/v1/nodes/pending/{quote(auth_id, safe='')}/reject"
         return dict(await self.request("POST", path, {}))
+
+    # backups (restores run offline with `outpost backup restore`, never from here)
+    async def backup_status(self) -> dict[str, Any]:
+        return dict(await self.request("GET", "/v1/backup"))
+
+    async def backups(self) -> list[dict[str, Any]]:
+        return list(await self.request("GET", "/v1/backup/list"))
+
+    async def backup_run(self, label: str = "") -> dict[str, Any]:
+        return dict(await self.request("POST", "/v1/backup/run", {"label": label}))
+
+    async def backup_job(self, job_id: str) -> dict[str, Any]:
+        return dict(await self.request("GET", f"/v1/backup/jobs/{quote(job_id, safe='')}"))
+
+    async def backup_verify(self, name: str) -> dict[str, Any]:
+        return dict(await self.request("POST", f"/v1/backup/verify/{quote(name, safe='')}", {}))
+
+    async def backup_prune(self, dry_run: bool) -> list[str]:
+        return list((await self.request("POST", "/v1/backup/prune", {"dry_run": dry_run}))["pruned"])

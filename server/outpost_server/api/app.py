@@ -132,6 +132,7 @@ class StatusController(Controller):
             "users": len(ctx.store.users()),
             "relay": ctx.relay_stats(),
             "listener": vars(ctx.listener_counters),
+            "backup": ctx.backups.brief() if ctx.backups is not None else None,
         }
 
 

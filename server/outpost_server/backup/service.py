@@ -216,6 +216,17 @@ class BackupService:
             "local_dir": str(self.local_dir),
         }
 
+    def brief(self) -> dict[str, Any]:
+        """For the dashboard: is anyone able to open backups, the last run, is one running."""
+        sched = self.settings.schedule
+        return {
+            "ready": bool(self.settings.recipients) or self.settings.passphrase is not None,
+            "last": self.runs[-1] if self.runs else None,
+            "last_ok": next((r for r in reversed(self.runs) if r.get("ok")), None),
+            "running": self._running is not None,
+            "schedule": f"daily {sched.time} UTC" if sched.enabled else "off",
+        }
+
     # ---------------------------------------------------------------- running
     def job(self, job_id: str) -> dict[str, Any]:
         j = self.jobs.get(job_id)

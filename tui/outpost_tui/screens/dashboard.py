@@ -22,7 +22,6 @@ NOT_YET = "not available yet"
 # Tiles whose API does not exist yet: (id, title, which feature brings it).
 UPCOMING_TILES: tuple[tuple[str, str, str], ...] = (
     ("certs", "Certificate expiry", "arrives with certificate management"),
-    ("backup", "Last backup", "arrives with backups"),
     ("audit", "Audit chain", "arrives with the audit log"),
     ("disk", "Disk use", "arrives with the system status API"),
 )
@@ -61,6 +60,7 @@ they say which feature brings them.
             yield StatTile("Nodes", id="nodes")
             yield StatTile("Waiting for approval", id="pending")
             yield StatTile("Relay (DERP / STUN)", id="relay")
+            yield StatTile("Last backup", id="backup")
             for tile_id, title, feature in UPCOMING_TILES:
                 tile = StatTile(title, id=tile_id, value=NOT_YET, detail=feature)
                 tile.add_class("-unavailable")
@@ -98,6 +98,7 @@ they say which feature brings them.
             "press a to review and approve" if pending else "interactive logins appear here",
             attention=pending > 0,
         )
+        self.show_backup(s.get("backup"))
         relay = s.get("relay") or {}
         derp, stun = relay.get("derp") or {}, relay.get("stun") or {}
         self.query_one("#relay", StatTile).set(
@@ -105,3 +106,26 @@ they say which feature brings them.
             f"relayed {size(derp.get('bytes_relayed'))} in {derp.get('packets_relayed', 0)} packets; "
             f"STUN answered {stun.get('requests_answered', 0)}",
         )
+
+    def show_backup(self, b: dict[str, Any] | None) -> None:
+        tile = self.query_one("#backup", StatTile)
+        if not b:
+            tile.set("-", "the server reports no backup state")
+            return
+        last, good = b.get("last"), b.get("last_ok")
+        if not b.get("ready"):
+            tile.set("NOT READY", "no recovery key: press 7, then see help (F1)", attention=True)
+        elif b.get("running"):
+            tile.set("running now...", f"schedule: {b.get('schedule')}")
+        elif last is None:
+            tile.set("none yet", f"schedule: {b.get('schedule')}; press 7 to back up now")
+        elif not last.get("ok"):
+            tile.set("LAST RUN FAILED", str(last.get("error"))[:120], bad=True)
+        else:
+            tile.set(_utc(good.get("finished") if good else None), f"ok; schedule: {b.get('schedule')}")
+
+
+def _utc(t: float | None) -> str:
+    import time  # noqa: PLC0415
+
+    return "-" if t is None else time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(t))

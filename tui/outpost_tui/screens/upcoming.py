@@ -19,7 +19,6 @@ UPCOMING: dict[str, tuple[str, str, str]] = {
         "USB bundles",
         "write and import offline bundles (client installers, updates) on USB media",
     ),
-    "backups": ("Backups", "backups", "make, list, verify and restore backups of the server state"),
     "audit": ("Audit log", "the audit log", "browse the audit log and check its hash chain"),
     "certificates": (
         "Certificates",
