@@ -73,6 +73,10 @@ MAX_FILES = 100_000
 PASSPHRASE_OPSLIMIT = pwhash.argon2id.OPSLIMIT_MODERATE
 PASSPHRASE_MEMLIMIT = pwhash.argon2id.MEMLIMIT_MODERATE
 MIN_PASSPHRASE_CHARS = 12
+# A manifest names its own Argon2id cost; a crafted file must not make a restore stall
+# or exhaust memory, so anything beyond SENSITIVE (4 passes, 1 GiB) is refused.
+MAX_PASSPHRASE_OPSLIMIT = pwhash.argon2id.OPSLIMIT_SENSITIVE
+MAX_PASSPHRASE_MEMLIMIT = pwhash.argon2id.MEMLIMIT_SENSITIVE
 
 RECOVERY_PUBLIC_PREFIX = "opr1:"  # how recovery public keys are written for people and config
 RECOVERY_SECRET_HEADER = "OUTPOST-BACKUP-RECOVERY-KEY-1"
@@ -216,8 +220,15 @@ def open_with_recovery_key(manifest: Manifest, private: bytes) -> bytes:
 def open_with_passphrase(manifest: Manifest, passphrase: str) -> bytes:
     for k in manifest.keys:
         if k.get("type") == "passphrase":
+            ops, mem = k.get("ops"), k.get("mem")
+            if not (
+                isinstance(ops, int) and isinstance(mem, int)
+                and pwhash.argon2id.OPSLIMIT_MIN <= ops <= MAX_PASSPHRASE_OPSLIMIT
+                and pwhash.argon2id.MEMLIMIT_MIN <= mem <= MAX_PASSPHRASE_MEMLIMIT
+            ):  # fmt: skip
+                raise BackupCorrupt(f"passphrase cost out of range (ops {ops!r}, mem {mem!r}): not made by Outpost")
             try:
-                kek = derive_kek(passphrase, k["salt"], int(k["ops"]), int(k["mem"]))
+                kek = derive_kek(passphrase, k["salt"], ops, mem)
                 return _check_file_key(SecretBox(kek.key).decrypt(k["wrapped"]))
             except CryptoError:
                 raise BackupKeyError("wrong passphrase for this backup") from None
@@ -334,7 +345,7 @@ def decode_manifest(raw: bytes) -> Manifest:
     missing = [f for f in MANIFEST_FIELDS if f not in doc]
     if missing:
         raise BackupCorrupt(f"manifest lacks {', '.join(missing)}")
-    if doc["format"] != FORMAT_VERSION:
+    if doc["format"] != FORMAT_VERSION or isinstance(doc["format"], bool):
         raise BackupCorrupt(f"manifest format {doc['format']!r}; this software reads {FORMAT_VERSION}")
 
     def want(name: str, typ: type | tuple[type, ...]) -> Any:

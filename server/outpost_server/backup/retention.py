@@ -23,7 +23,7 @@ class Retention:
     def __post_init__(self) -> None:
         for name in ("daily", "weekly", "monthly"):
             v = getattr(self, name)
-            if not isinstance(v, int) or not 0 <= v <= 1000:
+            if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= 1000:
                 raise ValueError(f"retention {name} must be a whole number from 0 to 1000")
         if self.daily + self.weekly + self.monthly == 0:
             raise ValueError("retention keeps nothing: set at least one of daily, weekly, monthly")

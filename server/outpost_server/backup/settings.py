@@ -52,7 +52,7 @@ class Schedule:
     time: str = DEFAULT_TIME  # HH:MM, UTC, daily
 
     def __post_init__(self) -> None:
-        if not _TIME_RE.match(self.time):
+        if not isinstance(self.time, str) or not _TIME_RE.fullmatch(self.time):
             raise BackupError(f"schedule time must be HH:MM (24-hour, UTC), got {self.time!r}")
 
     @property
@@ -123,7 +123,10 @@ class BackupSettings:
         }
 
     @classmethod
-    def from_json(cls, doc: dict[str, Any]) -> BackupSettings:
+    def from_json(cls, doc: object) -> BackupSettings:
+        if not isinstance(doc, dict):
+            raise BackupError(f"{SETTINGS_NAME} is malformed: not a JSON object")
+        _check_passphrase(doc.get("passphrase"))
         try:
             return cls(
                 recipients=tuple(Recipient(**r) for r in doc.get("recipients", [])),
@@ -134,6 +137,23 @@ class BackupSettings:
             )
         except (TypeError, ValueError) as exc:
             raise BackupError(f"{SETTINGS_NAME} is malformed: {exc}") from None
+
+
+def _check_passphrase(p: object) -> None:
+    if p is None:
+        return
+    ok = (
+        isinstance(p, dict)
+        and all(isinstance(p.get(k), str) for k in ("salt", "key"))
+        and all(isinstance(p.get(k), int) and not isinstance(p.get(k), bool) for k in ("ops", "mem"))
+    )
+    if ok:
+        try:
+            ok = len(bytes.fromhex(p["salt"])) == pwhash.argon2id.SALTBYTES and len(bytes.fromhex(p["key"])) == 32
+        except ValueError:
+            ok = False
+    if not ok:
+        raise BackupError(f"{SETTINGS_NAME} is malformed: the passphrase entry is damaged; set the passphrase again")
 
 
 def load_settings(data_dir: Path) -> BackupSettings:
