@@ -378,3 +378,28 @@ def test_restore_cli_asks_before_replacing_and_records_itself(tmp_path: Path) ->
     assert "database integrity_check: ok" in proc.stdout
     assert _users(target) == ["old"]
     assert read_manifest(backup).manifest.counts["users"] == 1
+
+
+async def test_passphrase_mode_backup_opens_with_the_passphrase_file(outpost: Running, tmp_path: Path) -> None:
+    from nacl import pwhash
+
+    client = AdminClient(outpost.server.config.admin_socket)
+    with pytest.raises(ApiError, match="at least 12 characters"):
+        await call(client, "put", "/v1/backup/passphrase", {"passphrase": "short"})
+    phrase = "correct horse battery staple"
+    cheap = {"opslimit": pwhash.argon2id.OPSLIMIT_MIN, "memlimit": pwhash.argon2id.MEMLIMIT_MIN}
+    await call(client, "put", "/v1/backup/passphrase", {"passphrase": phrase, **cheap})
+    st = await call(client, "get", "/v1/backup")
+    assert st["settings"]["passphrase"] is True and "key" not in str(st["settings"])  # type: ignore[index]
+    job = await make_backup(client)
+    assert job["ok"] is True, job
+    good, bad = tmp_path / "good", tmp_path / "bad"
+    good.write_text(phrase + "\n")
+    bad.write_text("not the passphrase at all\n")
+    run = [*OUTPOST, "backup", "drill", job["result"]["path"]]
+    ok = subprocess.run([*run, "--passphrase-file", str(good)], capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0 and "PASSED" in ok.stdout, ok.stderr
+    refused = subprocess.run([*run, "--passphrase-file", str(bad)], capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "wrong passphrase" in refused.stderr
+    with pytest.raises(ApiError, match="only way to open backups"):
+        await call(client, "delete", "/v1/backup/passphrase")
