@@ -68,9 +68,15 @@ def _confirm(args: argparse.Namespace, what: str) -> bool:
 
 # ------------------------------------------------------------------- serve / up
 def _server_config(args: argparse.Namespace) -> Any:
-    from outpost_server.config import ServerConfig, parse_hostport
+    from outpost_server.config import ServerConfig, parse_hostport, read_mesh_key
 
+    mesh_with = tuple(u.strip() for item in (args.mesh_with or []) for u in item.split(",") if u.strip())
     return ServerConfig(
+        mesh_key=read_mesh_key(Path(args.mesh_key_file)) if args.mesh_key_file else None,
+        mesh_with=mesh_with,
+        mesh_ca_files=tuple(Path(f) for f in (args.mesh_ca or [])),
+        derp_rate_bytes_per_s=args.derp_rate_limit,
+        derp_rate_burst_bytes=args.derp_rate_burst,
         data_dir=_data_dir(args),
         listen=parse_hostport(args.listen, "--listen"),
         tls_listen=None if args.no_tls else parse_hostport(args.tls_listen, "--tls-listen"),
@@ -288,6 +294,15 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--base-domain", default="outpost.internal", help="MagicDNS base domain (default %(default)s)")
         sp.add_argument("--site-name", default="outpost", help="site name shown in the DERP map and certificates")
         sp.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+        sp.add_argument("--mesh-key-file", help="shared DERP mesh key (64 hex digits) for meshing with other relays")
+        sp.add_argument("--mesh-with", action="append", metavar="URL",
+                        help="another relay of this site, https://HOST:PORT (repeatable or comma-separated)")  # fmt: skip
+        sp.add_argument("--mesh-ca", action="append", metavar="FILE",
+                        help="root certificate of another relay (its DATA_DIR/tls/root.pem); repeatable")  # fmt: skip
+        sp.add_argument("--derp-rate-limit", type=int, default=0, metavar="BYTES_PER_S",
+                        help="per-client send rate announced to clients in ServerInfo (0 = none)")  # fmt: skip
+        sp.add_argument("--derp-rate-burst", type=int, default=0, metavar="BYTES",
+                        help="burst for --derp-rate-limit")  # fmt: skip
         if name == "up":
             sp.add_argument("--user", default="admin", help="owner of the printed enrolment key (default %(default)s)")
 

@@ -43,6 +43,8 @@ from .control.service import ControlService, ControlSettings
 from .db.engine import open_database, sqlite_url
 from .keys import NodePublic
 from .net.derp import serve_derp
+from .net.derpmesh import MeshLink
+from .proto.derp import ServerInfo
 from .net.listener import PublicHTTP, tls_context
 from .net.stun import start_stun
 from .proto.stun import StunCounters
@@ -54,6 +56,11 @@ log = logging.getLogger(__name__)
 
 LISTEN_BACKLOG = 4096  # a server restart brings every client back at once
 CA_CHECK_INTERVAL_S = 3600.0  # leaves renew weeks before expiry; hourly is plenty
+# Graceful shutdown tells DERP clients (Health + Restarting frames): come back in
+# RECONNECT ms and keep trying for TRY_FOR ms; NOTICE is how long we wait for the frames to go out.
+RESTART_RECONNECT_MS = 2000
+RESTART_TRY_FOR_MS = 60000
+RESTART_NOTICE_S = 0.2
 
 
 def utcnow_aware() -> datetime.datetime:
@@ -154,7 +161,15 @@ class OutpostServer:
             self.policy,
         )
 
-        self.relay = relay = Relay(derp_key, admission=self._admit)
+        self.relay = relay = Relay(
+            derp_key,
+            admission=self._admit,
+            mesh_key=cfg.mesh_key,
+            server_info=ServerInfo(
+                token_bucket_bytes_per_second=cfg.derp_rate_bytes_per_s,
+                token_bucket_bytes_burst=cfg.derp_rate_burst_bytes,
+            ),
+        )
         store.subscribe(self._relay_on_change)
         self.stun_counters = StunCounters()
 
@@ -210,6 +225,14 @@ class OutpostServer:
         self._uvicorn = uv
         self._tasks.append(asyncio.create_task(uv.serve(sockets=[sock])))
         self._tasks.append(asyncio.create_task(self._ca_maintenance()))
+        self.mesh_links = []
+        if cfg.mesh_key is not None:
+            tls_dir = cfg.data_dir / "tls"
+            extra = [str(p) for p in cfg.mesh_ca_files]
+            for url in cfg.mesh_with:
+                link = MeshLink(relay, derp_key, cfg.mesh_key, url, lambda: [str(tls_dir / "root.pem"), *extra])
+                self.mesh_links.append(link)
+                self._tasks.append(asyncio.create_task(link.run(), name=f"mesh-{url}"))
         log.info(
             "outpost serving %s (tls %s, stun %s), admin socket %s",
             cfg.listen, cfg.tls_listen, cfg.stun_listen, cfg.admin_socket,
@@ -328,6 +351,11 @@ class OutpostServer:
         await self.stop()
 
     async def stop(self) -> None:
+        relay = getattr(self, "relay", None)
+        if relay is not None and relay.announce_restart(RESTART_RECONNECT_MS, RESTART_TRY_FOR_MS, "server restarting"):
+            await asyncio.sleep(RESTART_NOTICE_S)  # let the writers send Health + Restarting
+        for link in getattr(self, "mesh_links", []):
+            link.stop()
         audit = getattr(self, "audit_log", None)
         if audit is not None:
             with contextlib.suppress(Exception):

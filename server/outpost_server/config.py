@@ -7,7 +7,7 @@ fresh `make up` never exposes anything beyond the machine.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import ip_address
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -18,6 +18,7 @@ DEFAULT_LISTEN = ("127.0.0.1", 8080)
 DEFAULT_TLS_LISTEN = ("127.0.0.1", 8443)
 DEFAULT_STUN_LISTEN = ("127.0.0.1", 3478)
 DEFAULT_BASE_DOMAIN = "outpost.internal"  # .internal is reserved for private use (ICANN, 2024)
+MESH_KEY_BYTES = 32  # key.DERPMesh: 32 bytes written as 64 hex digits
 DEFAULT_DERP_REGION_ID = 900  # 900-999 are reserved for user-run DERP regions
 
 
@@ -51,6 +52,13 @@ class ServerConfig:
     # An ephemeral node (ephemeral key, tsnet Ephemeral, --state=mem:) is deleted
     # after this long without a map stream; a restart within it keeps the node.
     ephemeral_grace_s: float = 120.0
+    # DERP meshing (two relays of one site forward for each other's clients).
+    mesh_key: bytes | None = field(default=None, repr=False)
+    mesh_with: tuple[str, ...] = ()  # https://HOST:PORT of the other relays
+    mesh_ca_files: tuple[Path, ...] = ()  # roots of the other relays, besides our own
+    # Advisory per-client send rate announced in ServerInfo (0 = none, as derper).
+    derp_rate_bytes_per_s: int = 0
+    derp_rate_burst_bytes: int = 0
 
     @property
     def admin_socket(self) -> Path:
@@ -74,4 +82,29 @@ class ServerConfig:
             raise InvalidInput(f"server URL must be http(s)://HOST[:PORT], got {self.server_url!r}")
         if not self.base_domain or self.base_domain.startswith(".") or " " in self.base_domain:
             raise InvalidInput(f"invalid base domain {self.base_domain!r}")
+        if self.mesh_with and self.mesh_key is None:
+            raise InvalidInput("--mesh-with needs --mesh-key-file (the key all meshed relays share)")
+        if self.mesh_key is not None and len(self.mesh_key) != MESH_KEY_BYTES:
+            raise InvalidInput(f"mesh key must be {MESH_KEY_BYTES} bytes (64 hex digits)")
+        for url in self.mesh_with:
+            u = urlsplit(url)
+            if u.scheme != "https" or not u.hostname:
+                raise InvalidInput(f"mesh peer must be https://HOST[:PORT], got {url!r}")
+        if self.derp_rate_bytes_per_s < 0 or self.derp_rate_burst_bytes < 0:
+            raise InvalidInput("DERP rate limit and burst must be >= 0")
         return self
+
+
+def read_mesh_key(path: Path) -> bytes:
+    """A mesh key file: 64 hex digits (whitespace ignored), like derper's --mesh-psk-file."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise InvalidInput(f"mesh key file {path}: {exc.strerror}") from None
+    try:
+        raw = bytes.fromhex("".join(text.split()))
+    except ValueError:
+        raise InvalidInput(f"mesh key file {path}: not hexadecimal") from None
+    if len(raw) != MESH_KEY_BYTES:
+        raise InvalidInput(f"mesh key file {path}: {len(raw)} bytes, need {MESH_KEY_BYTES} (64 hex digits)")
+    return raw

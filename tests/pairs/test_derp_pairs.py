@@ -223,3 +223,43 @@ def test_unknown_frame_types_from_a_newer_client_are_ignored() -> None:
     h.send(a, frame(0x7E, b"future") + a.codec.send_packet(b.key, b"after"))
     assert h.drain(b) == [Received(a.key, b"after")]
     assert h.relay.stats().unknown_frames == 1
+
+
+def test_mesh_client_session_logs_in_watches_and_hears_presence() -> None:
+    """Our own client state machine against our server state machine, bytes only."""
+    from outpost_server.proto.derpclient import ClientSession, Connected, PeerGone as Gone, PeerPresent
+
+    mesh_key = os.urandom(32)
+    server_key = PrivateKey(os.urandom(32))
+    relay_ = Relay(server_key, admission=lambda k: False, mesh_key=mesh_key)
+    other = PrivateKey(os.urandom(32))
+    client = ClientSession(
+        other, derp.ClientInfo(version=2, can_ack_pings=True, mesh_key=mesh_key), lambda: bytes(24), watch=True
+    )
+    server = relay_.new_session()
+    assert client.feed(server.server_key_frame()) == []
+    events = server.receive_data(client.take_output())
+    hello = events[0]
+    assert isinstance(hello, derp.ClientHello) and hello.is_mesh_peer and relay_.admit(hello)
+    conn = relay_.register(hello, wake=lambda: None, close=lambda: None)
+    got = client.feed(server.accept(bytes(24), relay_.server_info))
+    assert got == [Connected(server.server_public, derp.ServerInfo())]
+    for ev in server.receive_data(client.take_output()):  # WatchConns
+        relay_.handle(conn, ev, 0.0)
+    regular = NaclPrivateKey.generate()
+    relay_.register(
+        derp.ClientHello(NodePublic(bytes(regular.public_key)), derp.ClientInfo(version=2), False),
+        wake=lambda: None, close=lambda: None, remote="10.0.0.7:41641",
+    )  # fmt: skip
+    seen = client.feed(b"".join(relay_.take_frames(conn)))
+    assert [type(e) for e in seen] == [PeerPresent]
+    assert seen[0].key == NodePublic(bytes(regular.public_key)) and str(seen[0].ip) == "10.0.0.7"  # type: ignore[union-attr]
+    assert not [e for e in seen if isinstance(e, Gone)]
+
+
+def test_mesh_client_session_refuses_a_server_that_skips_server_key() -> None:
+    from outpost_server.proto.derpclient import ClientSession
+
+    client = ClientSession(PrivateKey(os.urandom(32)), derp.ClientInfo(version=2), lambda: bytes(24))
+    with pytest.raises(ProtocolError, match="expected ServerKey first"):
+        client.feed(derp.encode_keep_alive())

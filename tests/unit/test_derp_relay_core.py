@@ -255,3 +255,112 @@ def test_take_frames_batches_but_always_makes_progress() -> None:
     assert len(r.take_frames(b.conn, max_bytes=1)) == 1
     assert len(r.take_frames(b.conn)) == 2
     assert isinstance(b.conn, ClientConn) and not b.conn.has_pending()
+
+
+# --- meshing ------------------------------------------------------------------------------------
+
+
+class Link:
+    """An outbound mesh link as the relay core sees it."""
+
+    def __init__(self, name: str, room: int = 10) -> None:
+        self.name = name
+        self.room = room
+        self.sent: list[tuple[NodePublic, NodePublic, bytes]] = []
+
+    def forward(self, src: NodePublic, dst: NodePublic, payload: bytes) -> bool:
+        if len(self.sent) >= self.room:
+            return False
+        self.sent.append((src, dst, payload))
+        return True
+
+
+def present_keys(frames: list[tuple[int, bytes]]) -> list[NodePublic]:
+    return [derp.parse_peer_present(p)[0] for t, p in frames if t == 0x09]
+
+
+def test_watcher_gets_a_flood_then_changes_but_never_mesh_peers() -> None:
+    r = relay()
+    a = Conn(r, A)
+    watcher = Conn(r, C, mesh=True)
+    r.handle(watcher.conn, derp.WatchConns(), 0.0)
+    assert present_keys(watcher.frames()) == [A]  # the flood: regular clients only
+    b = Conn(r, B)
+    assert present_keys(watcher.frames()) == [B]
+    r.unregister(b.conn)
+    assert [(t, derp.parse_peer_gone(p)) for t, p in watcher.frames()] == [
+        (0x08, (B, PeerGoneReason.DISCONNECTED))
+    ]
+    assert r.stats().watchers == 1
+    r.unregister(a.conn)
+    r.unregister(watcher.conn)
+    assert r.stats().watchers == 0
+
+
+def test_a_server_watching_itself_is_ignored() -> None:
+    r = relay()
+    me = Conn(r, r.public_key, mesh=True)
+    Conn(r, A)
+    r.handle(me.conn, derp.WatchConns(), 0.0)
+    assert r.stats().watchers == 0 and me.frames() == []
+
+
+def test_packets_for_meshed_keys_go_to_the_oldest_link_and_never_bounce() -> None:
+    r = relay()
+    a = Conn(r, A)
+    first, second = Link("first"), Link("second", room=0)
+    r.mesh_peer_present(first, B)
+    r.mesh_peer_present(second, B)
+    a.send(B, b"hi")
+    assert first.sent == [(A, B, b"hi")]
+    assert r.stats().packets_forwarded_out == 1
+    r.mesh_peer_gone(first, B)  # now only the full link has B
+    a.send(B, b"dropped")
+    assert r.stats().drops[DropReason.MESH_QUEUE_FULL.value] == 1
+    mesh = Conn(r, C, mesh=True)
+    r.handle(mesh.conn, derp.ForwardPacket(A, B, DISCO), 0.0)  # forwarded packets are not re-forwarded
+    assert second.sent == [] and r.stats().drops[DropReason.UNKNOWN_DEST_ON_FWD.value] == 1
+
+
+def test_link_down_forgets_its_keys_and_receivers_hear_peer_gone() -> None:
+    r = relay()
+    a = Conn(r, A)
+    link = Link("peer")
+    r.mesh_peer_present(link, B)
+    mesh = Conn(r, C, mesh=True)
+    r.handle(mesh.conn, derp.ForwardPacket(B, A, b"from b"), 0.0)  # A received from B
+    assert a.packets() == [(B, b"from b")]
+    assert r.mesh_link_down(link) == 1
+    assert r.mesh_keys() == 0
+    assert [derp.parse_peer_gone(p) for t, p in a.frames() if t == 0x08] == [(B, PeerGoneReason.DISCONNECTED)]
+
+
+def test_local_departure_of_a_key_still_on_a_peer_is_not_peer_gone() -> None:
+    r = relay()
+    a, b = Conn(r, A), Conn(r, B)
+    b.send(A, b"x")
+    a.packets()
+    r.mesh_peer_present(Link("peer"), B)  # B is also connected to the other relay
+    r.unregister(b.conn)
+    assert [t for t, _ in a.frames()] == []  # still reachable in the region
+
+
+def test_watcher_that_cannot_keep_up_is_disconnected() -> None:
+    r = relay()
+    watcher = Conn(r, C, mesh=True)
+    r.handle(watcher.conn, derp.WatchConns(), 0.0)
+    watcher.conn.control_limit = 2
+    for i in range(3):
+        Conn(r, NodePublic(bytes([i + 1]) * 32))
+    assert watcher.closed and r.stats().watchers == 0
+
+
+def test_announce_restart_queues_health_then_restarting_for_everyone() -> None:
+    r = relay()
+    a, b = Conn(r, A), Conn(r, B)
+    assert r.announce_restart(2000, 60000, "going down") == 2
+    for c in (a, b):
+        frames = c.frames()
+        assert [t for t, _ in frames] == [0x14, 0x15]
+        assert frames[0][1] == b"going down"
+        assert derp.parse_restarting(frames[1][1]) == (2000, 60000)

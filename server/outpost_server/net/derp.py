@@ -49,6 +49,9 @@ log = logging.getLogger(__name__)
 READ_CHUNK_BYTES: Final = 16 * 1024
 
 
+MESH_WRITE_TIMEOUT_S: Final = 30.0  # derper: mesh peers get 30 s per write, not 2 s
+
+
 @dataclass(frozen=True, slots=True)
 class DerpTimeouts:
     handshake: float = 10.0  # seconds to send ServerKey and receive ClientInfo (derper accept)
@@ -132,7 +135,7 @@ async def serve_derp(
                 conn,
                 writer,
                 wake,
-                write_timeout=timeouts.write,
+                write_timeout=max(timeouts.write, MESH_WRITE_TIMEOUT_S) if conn.is_mesh_peer else timeouts.write,
                 keepalive_every=timeouts.keepalive + jitter,
             ),
             name=f"derp-writer-{conn.conn_id}",

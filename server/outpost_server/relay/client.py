@@ -28,6 +28,12 @@ SEND_QUEUE_DEPTH: Final = 32  # packets; derpserver defaultPerClientSendQueueDep
 # PeerGone notices pending for one client. derper leaves this uncapped (bounded by
 # the peers it heard from); we cap it so a storm of departures cannot grow memory.
 MAX_PENDING_PEER_GONE: Final = 4096
+# Control frames (PeerPresent/PeerGone for mesh watchers, Health, Restarting) pending
+# for one connection. A watcher gets one frame per connected client when it starts
+# watching, so its cap is large; a watcher that still overflows is disconnected and
+# re-floods on reconnect (derper gives each watcher an unbounded channel instead).
+MAX_PENDING_CONTROL: Final = 16
+MAX_PENDING_CONTROL_WATCHER: Final = 1 << 17
 NOT_HERE_PER_SECOND: Final = 1.0  # derpserver peerGoneLim: rate.Every(time.Second)
 NOT_HERE_BURST: Final = 3  # derpserver peerGoneLim burst
 WRITE_BATCH_BYTES: Final = 256 * 1024  # most frame bytes handed to the writer per wake
@@ -51,6 +57,8 @@ class ClientConn:
         "_wake",
         "closed",
         "conn_id",
+        "control",
+        "control_limit",
         "data_queue",
         "disco_queue",
         "info",
@@ -62,6 +70,7 @@ class ClientConn:
         "preferred",
         "queue_depth",
         "remote",
+        "watching",
     )
 
     def __init__(
@@ -88,6 +97,9 @@ class ClientConn:
         self.disco_queue: deque[Packet] = deque()
         self.peer_gone: deque[tuple[NodePublic, PeerGoneReason]] = deque()
         self.pong: bytes | None = None
+        self.control: deque[bytes] = deque()  # encoded control frames, sent before packets
+        self.control_limit = MAX_PENDING_CONTROL
+        self.watching = False  # a mesh peer that sent WatchConns
         self.preferred = False
         self.closed = False
         self.not_here_limiter = TokenBucket(NOT_HERE_PER_SECOND, NOT_HERE_BURST)
@@ -120,6 +132,14 @@ class ClientConn:
         self.wake()
         return True
 
+    def enqueue_control(self, frame: bytes) -> bool:
+        """Queue an encoded control frame; False (nothing queued) when the cap is reached."""
+        if len(self.control) >= self.control_limit:
+            return False
+        self.control.append(frame)
+        self.wake()
+        return True
+
     def set_pong(self, data: bytes) -> bool:
         """One pending pong at most: a client pinging faster than we write is ignored."""
         if self.pong is not None:
@@ -129,12 +149,15 @@ class ClientConn:
         return True
 
     def has_pending(self) -> bool:
-        return bool(self.pong is not None or self.peer_gone or self.disco_queue or self.data_queue)
+        return bool(
+            self.pong is not None or self.control or self.peer_gone or self.disco_queue or self.data_queue
+        )
 
     def take_frames(self, max_bytes: int = WRITE_BATCH_BYTES) -> tuple[list[bytes], int, int]:
         """Encode pending work: (frames, packets taken, payload bytes taken).
 
-        Order: pong and PeerGone first (small, time-sensitive), then disco, then data.
+        Order: pong, control frames and PeerGone first (small, time-sensitive), then
+        disco, then data.
         At least one frame is returned if anything is pending.
         """
         frames: list[bytes] = []
@@ -145,6 +168,9 @@ class ClientConn:
             frames.append(encode_pong(self.pong))
             size += len(frames[-1])
             self.pong = None
+        while self.control and size < max_bytes:
+            frames.append(self.control.popleft())
+            size += len(frames[-1])
         while self.peer_gone and size < max_bytes:
             peer, reason = self.peer_gone.popleft()
             frames.append(encode_peer_gone(peer, reason))
@@ -164,5 +190,6 @@ class ClientConn:
         self.disco_queue.clear()
         self.data_queue.clear()
         self.peer_gone.clear()
+        self.control.clear()
         self.pong = None
         return dropped

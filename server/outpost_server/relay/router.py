@@ -22,17 +22,25 @@ docs/reference/derp-stun-offline.md §2.5-2.6):
   is admitted (fail closed). Mesh peers (matching mesh key) bypass it, as in
   derper `verifyClient`.
 
-Meshing seam: `_forward_via_mesh` is where a packet for a key known only through
-another region server would be sent on; WatchConns is accepted from mesh peers
-but not served yet.
+Meshing (derper's, §2.8): a mesh peer that sends WatchConns becomes a
+*watcher*: it gets PeerPresent for every key connected here, then PeerPresent
+for each new connection and PeerGone(Disconnected) when a key's last local
+connection closes. In the other direction, our own outbound mesh links
+(`net/derpmesh.py`) report the keys present on the other server with
+`mesh_peer_present` / `mesh_peer_gone` / `mesh_link_down`; a SendPacket for a
+key not connected here but present on a peer is handed to that link as
+ForwardPacket (oldest link first). A ForwardPacket received from a peer is
+delivered locally and never forwarded again (one hop).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from ..errors import LocalProtocolError
 from ..keys import NodePublic, PrivateKey
@@ -43,12 +51,17 @@ from ..proto.derp import (
     ForwardPacket,
     NotePreferred,
     PeerGoneReason,
+    PeerPresentFlags,
     Ping,
     SendPacket,
     ServerConnection,
     ServerInfo,
     UnknownFrame,
     WatchConns,
+    encode_health,
+    encode_peer_gone,
+    encode_peer_present,
+    encode_restarting,
 )
 from .client import SEND_QUEUE_DEPTH, WRITE_BATCH_BYTES, ClientConn, looks_like_disco
 from .stats import DropReason, RelayCounters, RelayStats
@@ -56,6 +69,25 @@ from .stats import DropReason, RelayCounters, RelayStats
 log = logging.getLogger(__name__)
 
 AdmissionFn = Callable[[NodePublic], bool]
+
+
+class MeshForwarder(Protocol):
+    """An outbound mesh link as the relay core sees it."""
+
+    name: str
+
+    def forward(self, src: NodePublic, dst: NodePublic, payload: bytes) -> bool:
+        """Queue ForwardPacket(src, dst, payload); False if the link cannot take it now."""
+        ...
+
+
+def _remote_addr(remote: str) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]:
+    """'ip:port' or '[v6]:port' as net/derp.py records it; unknown -> 0.0.0.0:0."""
+    host, _, port = remote.rpartition(":")
+    try:
+        return ipaddress.ip_address(host.strip("[]")), int(port)
+    except ValueError:
+        return ipaddress.IPv4Address(0), 0
 
 
 @dataclass(slots=True)
@@ -89,6 +121,9 @@ class Relay:
         self._sent_to: dict[NodePublic, dict[NodePublic, int]] = {}
         # dst -> {src}: reverse index so a departed dst is purged from _sent_to
         self._received_from: dict[NodePublic, set[NodePublic]] = {}
+        self._watchers: dict[int, ClientConn] = {}  # conn_id -> mesh peer watching us
+        # key -> links of mesh peers that have it connected, oldest first (derper multiForwarder)
+        self._mesh_routes: dict[NodePublic, list[MeshForwarder]] = {}
 
     # --- configuration -------------------------------------------------------------------------
 
@@ -145,13 +180,15 @@ class Relay:
         ks.conns.append(conn)
         ks.active = conn  # newest connection wins
         self.counters.connections_accepted += 1
-        # Mesh seam: notify watchers (PeerPresent) here once meshing exists.
+        if not conn.is_mesh_peer:
+            self._tell_watchers(self._present_frame(conn))
         return conn
 
     def unregister(self, conn: ClientConn) -> None:
         """The connection is gone (idempotent)."""
         ks = self._keys.get(conn.key)
         conn.closed = True
+        self._watchers.pop(conn.conn_id, None)
         if ks is None or conn not in ks.conns:
             return
         ks.conns.remove(conn)
@@ -160,7 +197,10 @@ class Relay:
             self.counters.drop(DropReason.GONE_DISCONNECTED, len(dropped))
         if not ks.conns:
             del self._keys[conn.key]
-            self._peer_gone_from_region(conn.key)
+            if not conn.is_mesh_peer:
+                self._tell_watchers(encode_peer_gone(conn.key, PeerGoneReason.DISCONNECTED))
+            if conn.key not in self._mesh_routes:  # still reachable through a peer: not gone
+                self._peer_gone_from_region(conn.key)
         elif len(ks.conns) == 1:
             ks.active = ks.conns[0]  # back to a single connection: un-dup it
         elif ks.active is conn:
@@ -203,13 +243,13 @@ class Relay:
         elif isinstance(event, UnknownFrame):
             self.counters.unknown_frames += 1
         elif isinstance(event, ForwardPacket):
+            self.counters.packets_forwarded_in += 1
             self._route(conn, event.src, event.dst, event.payload, now, forwarded=True)
         elif isinstance(event, ClosePeer):
             log.info("mesh peer %s closes %s", conn.key.short(), event.target.short())
             self.disconnect_key(event.target)
         elif isinstance(event, WatchConns):
-            # Mesh seam: register conn as a watcher and flood PeerPresent. Not built yet.
-            log.info("mesh peer %s sent WatchConns; meshing not implemented", conn.key.short())
+            self._add_watcher(conn)
         elif isinstance(event, ClientHello):
             raise LocalProtocolError("ClientHello goes to admit()/register(), not handle()")
 
@@ -254,8 +294,92 @@ class Relay:
             self._queue_peer_gone(sender, dst, PeerGoneReason.NOT_HERE)
 
     def _forward_via_mesh(self, src: NodePublic, dst: NodePublic, payload: bytes) -> bool:
-        """Mesh seam: send to the region server that holds dst. No mesh yet."""
-        return False
+        """Hand the packet to the oldest mesh link that has dst; True if dst is meshed at all."""
+        links = self._mesh_routes.get(dst)
+        if not links:
+            return False
+        if links[0].forward(src, dst, payload):
+            self.counters.packets_forwarded_out += 1
+        else:
+            self.counters.drop(DropReason.MESH_QUEUE_FULL)
+        return True
+
+    # --- meshing -------------------------------------------------------------------------------
+
+    def _present_frame(self, conn: ClientConn) -> bytes:
+        ip, port = _remote_addr(conn.remote)
+        return encode_peer_present(conn.key, ip, port, PeerPresentFlags.IS_REGULAR)
+
+    def _tell_watchers(self, frame: bytes) -> None:
+        for w in list(self._watchers.values()):
+            if not w.enqueue_control(frame):
+                self._watcher_overflow(w)
+
+    def _watcher_overflow(self, w: ClientConn) -> None:
+        log.warning("mesh watcher %s fell behind; disconnecting it (it re-floods on reconnect)", w.key.short())
+        self.counters.watcher_overflows += 1
+        self._watchers.pop(w.conn_id, None)
+        w.close()
+
+    def _add_watcher(self, conn: ClientConn) -> None:
+        if conn.key == self._public:
+            return  # our own mesh link dialled ourselves (derper addWatcher ignores it too)
+        if conn.watching:
+            return
+        from .client import MAX_PENDING_CONTROL_WATCHER  # noqa: PLC0415
+
+        conn.watching = True
+        conn.control_limit = MAX_PENDING_CONTROL_WATCHER
+        self._watchers[conn.conn_id] = conn
+        log.info("mesh peer %s watches our %d clients", conn.key.short(), len(self._keys))
+        for ks in self._keys.values():
+            c = ks.active or ks.conns[-1]
+            if c.is_mesh_peer:
+                continue
+            if not conn.enqueue_control(self._present_frame(c)):
+                self._watcher_overflow(conn)
+                return
+
+    def mesh_peer_present(self, link: MeshForwarder, key: NodePublic) -> None:
+        """Our link to a peer learned that `key` is connected there."""
+        if key == self._public:
+            return
+        links = self._mesh_routes.setdefault(key, [])
+        if link not in links:
+            links.append(link)
+
+    def mesh_peer_gone(self, link: MeshForwarder, key: NodePublic) -> None:
+        links = self._mesh_routes.get(key)
+        if links is None or link not in links:
+            return
+        links.remove(link)
+        if not links:
+            del self._mesh_routes[key]
+            if key not in self._keys:  # neither here nor on any peer: gone from the region
+                self._peer_gone_from_region(key)
+
+    def mesh_link_down(self, link: MeshForwarder) -> int:
+        """The link dropped: forget everything it taught us (relearned on reconnect)."""
+        keys = [k for k, links in self._mesh_routes.items() if link in links]
+        for k in keys:
+            self.mesh_peer_gone(link, k)
+        return len(keys)
+
+    def mesh_keys(self) -> int:
+        return len(self._mesh_routes)
+
+    # --- graceful shutdown ----------------------------------------------------------------------
+
+    def announce_restart(self, reconnect_in_ms: int, try_for_ms: int, problem: str = "") -> int:
+        """Tell every client we are going away (Health text, then Restarting); returns how many."""
+        n = 0
+        frames = ([encode_health(problem)] if problem else []) + [encode_restarting(reconnect_in_ms, try_for_ms)]
+        for ks in self._keys.values():
+            for c in ks.conns:
+                for f in frames:
+                    c.enqueue_control(f)
+                n += 1
+        return n
 
     def _queue_peer_gone(self, conn: ClientConn, peer: NodePublic, reason: PeerGoneReason) -> None:
         if conn.enqueue_peer_gone(peer, reason):
@@ -284,7 +408,6 @@ class Relay:
                 dsts.pop(key, None)
                 if not dsts:
                     del self._sent_to[src]
-        # Mesh seam: tell watchers PeerGone(key, Disconnected) here.
 
     # --- observation ---------------------------------------------------------------------------
 
@@ -325,5 +448,9 @@ class Relay:
             keepalives_sent=c.keepalives_sent,
             unknown_frames=c.unknown_frames,
             keys_disconnected=c.keys_disconnected,
+            watchers=len(self._watchers),
+            mesh_keys=len(self._mesh_routes),
+            packets_forwarded_out=c.packets_forwarded_out,
+            packets_forwarded_in=c.packets_forwarded_in,
             drops=dict(c.drops),
         )

@@ -18,6 +18,7 @@ class DropReason(enum.StrEnum):
     QUEUE_HEAD = "queue_head"  # destination queue full: oldest packet dropped
     DUP_CLIENT = "dup_client"  # key connected 2+ times and none is active
     PEER_GONE_OVERFLOW = "peer_gone_overflow"  # too many PeerGone notices pending
+    MESH_QUEUE_FULL = "mesh_queue_full"  # the outbound mesh link could not take the packet
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +46,10 @@ class RelayStats:
     keepalives_sent: int
     unknown_frames: int
     keys_disconnected: int  # connections closed by disconnect_key / ClosePeer
+    watchers: int  # mesh peers receiving PeerPresent/PeerGone from us
+    mesh_keys: int  # keys reachable through a mesh peer (not connected here)
+    packets_forwarded_out: int  # sent on to a mesh peer as ForwardPacket
+    packets_forwarded_in: int  # ForwardPacket from a mesh peer, delivered here
     drops: dict[str, int]
 
 
@@ -67,6 +72,9 @@ class RelayCounters:
     keepalives_sent: int = 0
     unknown_frames: int = 0
     keys_disconnected: int = 0
+    packets_forwarded_out: int = 0
+    packets_forwarded_in: int = 0
+    watcher_overflows: int = 0
     drops: Counter[str] = field(default_factory=Counter)
 
     def drop(self, reason: DropReason, n: int = 1) -> None:
