@@ -30,6 +30,7 @@ from . import __version__
 from .api.app import create_app
 from .audit import AuditLog
 from .api.context import ApiContext
+from .bundles.service import BundleService
 from .ca import OfflineCA
 from .ca.local import ca_directory, ensure_tls_events
 from .config import ServerConfig
@@ -46,6 +47,7 @@ from .net.stun import start_stun
 from .proto.stun import StunCounters
 from .relay import Relay
 from .state.model import NodeChange, NodeId
+from .state.bundles import BundleLedger
 from .state.store import Store, utcnow
 
 log = logging.getLogger(__name__)
@@ -176,6 +178,9 @@ class OutpostServer:
             sh, sp = cfg.stun_listen
             self._stun_transport = await start_stun(sh, sp, self.stun_counters)
 
+        self.bundles = BundleService(
+            store, BundleLedger(store), self.appliance_id, self.policy, self.record
+        )
         api_ctx = ApiContext(
             store=store,
             registrar=self.registrar,
@@ -186,6 +191,7 @@ class OutpostServer:
             relay_stats=self._relay_stats,
             audit_sink=self.record,
             audit_chain=self.audit_log,
+            bundles=self.bundles,
         )
         sock = _unix_socket(cfg.admin_socket)
         uv = _EmbeddedUvicorn(

@@ -27,6 +27,7 @@ class ApiContext:
     relay_stats: Callable[[], dict[str, Any]]
     audit_sink: Callable[[str, str, dict[str, Any]], None] | None = None
     audit_chain: Any = None  # outpost_server.audit.AuditLog, for reading and verifying
+    bundles: Any = None  # outpost_server.bundles.service.BundleService
     actor: str = "admin-api"
 
     def audit(self, action: str, **details: Any) -> None:
