@@ -23,6 +23,7 @@ from ..state.store import utcnow
 from .app_types import Ctx, FromPath, JsonObject, iso
 from .context import ApiContext
 from .audit import AuditController
+from .bundles import BundlesController
 from .policy import PolicyController, RoutesController
 
 
@@ -304,6 +305,7 @@ def create_app(ctx: Ctx) -> Litestar:
             PolicyController,
             RoutesController,
             AuditController,
+            BundlesController,
         ],
         dependencies={"ctx": _Provide(ctx)},
         exception_handlers={DomainError: _domain_error, HTTPException: _http_error},

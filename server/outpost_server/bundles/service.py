@@ -25,6 +25,7 @@ intake.py, trust.py, payloads.py) and the single writer for bundle state
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import time
 from collections.abc import Callable, Sequence
@@ -33,6 +34,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn, Protocol
 
+from ..audit.export import EXPORT_KIND
+from ..audit.log import AuditLog, ExportSigning
 from ..errors import Conflict, InvalidInput, OutpostError
 from ..state.bundles import (
     Applied,
@@ -46,7 +49,7 @@ from ..state.bundles import (
 from ..state.store import Store, parse_tags
 from . import payloads as pl
 from .errors import BundleRejected, Check
-from .format import INBOUND_KINDS
+from .format import INBOUND_KINDS, decode_manifest, parse_frame, split_payloads
 from .intake import IntakeReport, Rejected, load_bundles, verify_loaded
 from .trust import TRUST_STORE_PAYLOAD, TrustStore, TrustStoreError, apply_update
 from .verify import VerifiedBundle, verify
@@ -94,6 +97,15 @@ class ApprovalRefused(InvalidInput):
     def __init__(self, message: str, closed_as: BundleStatus | None = None) -> None:
         super().__init__(message)
         self.closed_as = closed_as
+
+
+@dataclass(frozen=True, slots=True)
+class ExportedBundle:
+    name: str
+    data: bytes
+    sha256: str
+    public_key: bytes  # the appliance audit key that signed it, for read-back verification
+    seq: int
 
 
 def _utc(ts: int | None) -> datetime | None:
@@ -259,6 +271,85 @@ class BundleService:
                 reason = f"expired: expired {b.bundle_expires}, now {now}"
                 out.append(self.ledger.decide(b.id, BundleStatus.EXPIRED, actor, reason))
                 self._audit(actor, "bundle.expired", {**_brief(b), "reason": reason})
+        return out
+
+    def preview(self, bundle_id: int) -> dict[str, Any]:
+        """What approving a staged bundle would change, for the admin deciding (applies nothing).
+
+        The bytes were verified at staging; the manifest and payloads are read
+        from them again here, so what is shown is what would be applied.
+        """
+        b = self.ledger.get(bundle_id)
+        if b.status is not BundleStatus.STAGED:
+            return {}
+        data = self.ledger.data(bundle_id)
+        frame = parse_frame(data)
+        manifest = decode_manifest(frame.manifest_bytes)
+        payloads = split_payloads(data, frame, manifest)
+        out: dict[str, Any] = {
+            "payloads": [
+                {"name": p.name, "size": p.size, "sha256": p.sha256.hex()}
+                for p in manifest.payloads
+            ]
+        }
+        try:
+            if b.kind == "policy":
+                text = pl.parse_policy(payloads)
+                cur = self.store.current_policy()
+                out["policy"] = text
+                out["policy_diff"] = "".join(
+                    difflib.unified_diff(
+                        (cur.text if cur else "").splitlines(keepends=True),
+                        text.splitlines(keepends=True),
+                        fromfile=f"version {cur.id}" if cur else "no policy",
+                        tofile=f"bundle {b.id}",
+                    )
+                )
+            elif b.kind == "enrolment-keys":
+                out["keys"] = [
+                    {
+                        "prefix": k.prefix,
+                        "user": k.user,
+                        "tags": list(k.tags),
+                        "reusable": k.reusable,
+                        "ephemeral": k.ephemeral,
+                        "expires": k.expires,
+                        "description": k.description,
+                    }
+                    for k in pl.parse_keys(payloads)
+                ]
+            elif b.kind == "trust-store":
+                new = TrustStore.loads(pl.exactly(payloads, TRUST_STORE_PAYLOAD, b.kind))
+                out["trust"] = _trust_summary(new)
+        except OutpostError as exc:
+            out["problem"] = str(exc)  # approval will refuse with the same message
+        return out
+
+    # ------------------------------------------------------------------ exports
+    def export_audit(
+        self, audit_log: AuditLog, from_seq: int, to_seq: int | None, actor: str
+    ) -> ExportedBundle:
+        """A signed audit-export bundle of entries from_seq..to_seq (default: the newest)."""
+        to = audit_log.last_seq if to_seq is None else to_seq
+        if not 1 <= from_seq <= to <= audit_log.last_seq:
+            raise InvalidInput(f"export range {from_seq}..{to} outside 1..{audit_log.last_seq}")
+        now = self.clock()
+        if to == audit_log.last_seq:
+            audit_log.checkpoint(now)  # the auditor gets a signed head for the range's end
+        seq = self.ledger.next_outbound_seq(EXPORT_KIND)
+        data = audit_log.export(from_seq, to, ExportSigning(seq, now))
+        out = ExportedBundle(
+            name=f"audit-{self.appliance_id}-{from_seq}-{to}.opb",
+            data=data,
+            sha256=hashlib.sha256(data).hexdigest(),
+            public_key=audit_log.public_key,
+            seq=seq,
+        )
+        self._audit(
+            actor,
+            "audit.export",
+            {"from": from_seq, "to": to, "bundle_seq": seq, "sha256": out.sha256, "file": out.name},
+        )
         return out
 
     # ------------------------------------------------------------------ decide
