@@ -9,12 +9,17 @@ without the hook applies all of it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from outpost_server.audit import AuditLog
 from outpost_server.bundles.service import Medium
 from tests.bundle_env import (
     REPO_ROOT,
@@ -99,3 +104,42 @@ def test_kill_9_inside_a_policy_apply_leaves_no_policy_version(tmp_path: Path) -
     assert run_child(tmp_path, bid, "commit").returncode == 0
     final = reopen(tmp_path)
     assert final.store.current_policy() is not None and final.ledger.last_seqs() == {"policy": 3}
+
+
+AUDIT_CHILD = """
+import hashlib, sys, time
+from pathlib import Path
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from outpost_server.audit import AuditLog
+key = Ed25519PrivateKey.from_private_bytes(hashlib.sha256(b"crash").digest())
+log = AuditLog(Path(sys.argv[1]), appliance_id="crash-test", audit_key=key, checkpoint_every=16)
+i = 0
+while True:
+    i += 1
+    details = {"node": f"n{i}", "pad": "x" * (i % 700)}
+    log.append("cli:root", "node.delete", details, 1_800_000_000 + i)
+    if i == 50:
+        print("ready", flush=True)
+"""
+
+
+def test_kill_9_during_audit_appends_leaves_a_log_that_verifies(tmp_path: Path) -> None:
+    path = tmp_path / "audit.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", AUDIT_CHILD, str(path)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO_ROOT,
+    )
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    time.sleep(0.2)  # mid-stream: appends (write + fsync) are in flight
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    key = Ed25519PrivateKey.from_private_bytes(hashlib.sha256(b"crash").digest())
+    log = AuditLog(path, appliance_id="crash-test", audit_key=key, checkpoint_every=16)
+    report = log.verify()  # raises AuditCorrupt at the first bad entry if anything is torn
+    assert report.entries >= 50 and report.checkpoints >= 3
+    entry = log.append(
+        "server", "audit.recovered", {"discarded_bytes": log.recovered_tail_bytes}, 1
+    )
+    assert entry.seq == report.entries + 1 and log.verify().entries == entry.seq
