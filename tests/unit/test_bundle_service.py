@@ -13,6 +13,8 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from tests.bundle_env import (
     APP,
     KEYS,
@@ -31,6 +33,7 @@ from tests.bundle_env import (
 )
 
 from outpost_server.bundles import format as fmt
+from outpost_server.bundles.errors import Check
 from outpost_server.bundles.service import ApprovalRefused, Medium
 from outpost_server.bundles.trust import TrustStoreError
 from outpost_server.errors import Conflict, InvalidInput
@@ -434,3 +437,22 @@ def test_every_step_names_its_actor_in_the_audit_log(env: Env) -> None:
         ("console:alice", "bundle.apply"),
     ]
     assert APP  # the service verified against this appliance id
+
+
+# ------------------------------------------------------------------ properties
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(bit=st.integers(min_value=0), junk=st.binary(max_size=300))
+def test_any_bit_flip_or_random_bytes_is_rejected_and_changes_nothing(
+    env: Env, bit: int, junk: bytes
+) -> None:
+    good = policy_bundle(1, "A", "B")
+    flipped = bytearray(good)
+    flipped[(bit // 8) % len(good)] ^= 1 << (bit % 8)
+    before = env.snapshot()
+    out = env.service.intake_files([("f.opb", bytes(flipped)), ("j.opb", junk)], STICK, "usb")
+    assert out.staged == [] and len(out.rejected) == 2
+    for r in out.rejected:
+        assert r.reason.split(":")[0] in {c.value for c in Check}, r.reason
+    assert env.snapshot() == before
