@@ -258,6 +258,9 @@ def intake_handler(
         except (MediaError, ApiError, OSError) as exc:
             say(f"medium {event.device}: not read: {exc}")
             return
+        except Exception as exc:  # one bad stick must not stop the watcher service
+            say(f"medium {event.device}: not read ({type(exc).__name__}): {exc}")
+            return
         say(report_text(r))
 
     return on_insert
