@@ -456,3 +456,13 @@ def test_any_bit_flip_or_random_bytes_is_rejected_and_changes_nothing(
     for r in out.rejected:
         assert r.reason.split(":")[0] in {c.value for c in Check}, r.reason
     assert env.snapshot() == before
+
+
+def test_two_files_with_one_name_in_one_intake_cannot_swap_bytes(env: Env) -> None:
+    good, other = policy_bundle(1, "A", "B"), policy_bundle(2, "A", "B")
+    out = env.service.intake_files([("a.opb", good), ("a.opb", other)], STICK, "usb")
+    [staged] = out.staged
+    assert staged.seq == 1 and env.ledger.data(staged.id) == good
+    assert [(r.name, r.reason) for r in out.ignored] == [
+        ("a.opb", "duplicate file name in one intake")
+    ]

@@ -177,13 +177,17 @@ class BundleService:
             },
         )
         fresh: list[tuple[str, bytes]] = []
+        names: set[str] = set()
         for name, data in files:
             digest = hashlib.sha256(data).hexdigest()
             dup = self.ledger.staged_with_digest(digest)
-            if dup is not None:
+            if name in names:  # names key the results below; a medium cannot hold two anyway
+                out.ignored.append(Rejected(name, "duplicate file name in one intake"))
+            elif dup is not None:
                 out.ignored.append(Rejected(name, f"already staged as bundle {dup.id}"))
             else:
                 fresh.append((name, data))
+            names.add(name)
         trust = self.trust()
         if trust is None:
             for name, data in fresh:
