@@ -1,9 +1,19 @@
-"""`outpost audit show | verify`: the appliance's audit chain via the admin API."""
+"""`outpost audit show | verify | export`: the appliance's audit chain via the admin API.
+
+`export --from N --to DEVICE_OR_DIR` asks the server for a signed audit-export
+bundle, writes it to the directory or the device (mounted nosuid,nodev,noexec,
+or FAT in user space), fsyncs it, reads it back from the medium and checks it
+as `outpost-audit-verify` would, then reports the path and SHA-256 (and tells
+the server, for the audit log, where it went and whether it read back intact).
+"""
 
 from __future__ import annotations
 
 import argparse
+import base64
+import hashlib
 import json
+import sys
 from typing import Any
 
 
@@ -31,6 +41,47 @@ def _verify(args: argparse.Namespace, client: Any) -> int:
     return 0 if r["ok"] else 1
 
 
+def _export(args: argparse.Namespace, client: Any) -> int:
+    from outpost_server.audit import AuditCorrupt, check_export  # noqa: PLC0415
+    from outpost_server.bundles.media import MediaError  # noqa: PLC0415
+    from outpost_server.bundles.removable import write_export  # noqa: PLC0415
+
+    r = client.post("/v1/audit/export", {"from": args.from_seq, "to": args.until})
+    data = base64.b64decode(r["data"])
+    try:
+        written = write_export(args.to, r["name"], data)
+    except (MediaError, OSError) as exc:
+        print(f"outpost: export not written to {args.to}: {exc}", file=sys.stderr)
+        return 2
+    problem = ""
+    if hashlib.sha256(written.readback).hexdigest() != r["sha256"]:
+        problem = "the bytes read back differ from the bytes written"
+    else:
+        try:
+            check_export(written.readback, bytes.fromhex(r["audit_key"]), r["appliance"])
+        except AuditCorrupt as exc:
+            problem = f"the read-back export does not verify: {exc}"
+    client.post(
+        "/v1/audit/export/written",
+        {"sha256": r["sha256"], "path": written.path, "device": args.to, "verified": not problem},
+    )
+    if problem:
+        print(f"outpost: EXPORT FAILED at {written.path}: {problem}", file=sys.stderr)
+        return 1
+    out = {"path": written.path, "sha256": r["sha256"], "size": len(data), "verified": True,
+           "audit_key": r["audit_key"], "how": written.how}
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        print(
+            f"wrote {written.path} ({len(data)} bytes), read back and verified\n"
+            f"sha256     {r['sha256']}\n"
+            f"audit key  {r['audit_key']}  (give it to the auditor with the file)\n"
+            f"check it anywhere with: outpost-audit-verify FILE --key {r['audit_key']}"
+        )
+    return 0
+
+
 def add_commands(sub: Any) -> None:
     audit = sub.add_parser("audit", help="the tamper-evident audit log").add_subparsers(dest="action", required=True)
     sp = audit.add_parser("show", help="list audit entries (newest last)")
@@ -38,6 +89,13 @@ def add_commands(sub: Any) -> None:
     sp.add_argument("--limit", type=int, default=50)
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=_show)
+    sp = audit.add_parser("export", help="write a signed range of the log to a device or folder")
+    sp.add_argument("--from", dest="from_seq", type=int, required=True, help="first entry")
+    sp.add_argument("--until", type=int, help="last entry (default: the newest)")
+    sp.add_argument("--to", required=True, metavar="DEVICE_OR_DIR",
+                    help="block device (e.g. /dev/sdb1) or directory to write the bundle to")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=_export)
     sp = audit.add_parser("verify", help="check the hash chain and signed checkpoints")
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=_verify)

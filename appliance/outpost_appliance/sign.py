@@ -5,6 +5,8 @@
     outpost-sign sign FILE --key KEYFILE
     outpost-sign verify FILE --trust STORE.json --appliance ID [--last-seq N]
     outpost-sign inspect FILE
+    outpost-sign enrolment-key --keys keys.json [--user U | --tags tag:a,tag:b] [--reusable]
+                               [--ephemeral] [--expires 30d] [--description TEXT]
 
 The clock is read here, at the edge, and passed into the sans-IO core.
 Exit codes: 0 success, 1 bundle rejected, 2 usage or file error.
@@ -30,6 +32,7 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from outpost_server.bundles import format as fmt
+from outpost_server.bundles import payloads as pl
 from outpost_server.bundles.errors import BundleRejected
 from outpost_server.bundles.signing import add_signature, public_bytes
 from outpost_server.bundles.trust import TrustStore, TrustStoreError
@@ -193,6 +196,36 @@ def describe(data: bytes) -> list[str]:
     return lines
 
 
+def cmd_enrolment_key(args: argparse.Namespace) -> int:
+    """Add one new key to keys.json (the enrolment-keys payload); print its text once.
+
+    Only the SHA-256 of the secret goes into the file, so the bundle (and the
+    USB stick carrying it) holds no usable key; the printed text goes to the
+    device being enrolled.
+    """
+    path = Path(args.keys)
+    if path.exists():
+        doc = json.loads(path.read_text())
+        pl.parse_keys({pl.KEYS_PAYLOAD: path.read_bytes()})  # refuse to extend a broken file
+    else:
+        doc = {"format": pl.KEYS_FORMAT, "keys": []}
+    tags = [t for t in (args.tags or "").split(",") if t]
+    if not args.user and not tags:
+        raise UsageError("a key needs --user or --tags")
+    expires = int(time.time()) + parse_duration(args.expires) if args.expires else None
+    entry, text = pl.new_key(
+        args.user or None, tags, args.reusable, args.ephemeral, expires, args.description or ""
+    )
+    doc["keys"].append(entry)
+    pl.parse_keys({pl.KEYS_PAYLOAD: json.dumps(doc).encode()})  # the whole file stays valid
+    replace_file(path, (json.dumps(doc, indent=2) + "\n").encode())
+    print(
+        f"{text}\n\n(shown once: give it to the device; {path} holds only its hash, "
+        f"prefix {entry['prefix']}, {len(doc['keys'])} key(s) in the file)"
+    )
+    return 0
+
+
 def _utc(t: int) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t))
 
@@ -228,6 +261,14 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--any-kind", action="store_true", help="also accept outbound kinds")
     i = sub.add_parser("inspect", help="human-readable dump, also of invalid bundles")
     i.add_argument("file")
+    e = sub.add_parser("enrolment-key", help="add a new key to an enrolment-keys keys.json")
+    e.add_argument("--keys", required=True, help="keys.json to create or extend")
+    e.add_argument("--user", help="owner (a user name on the appliance)")
+    e.add_argument("--tags", help="comma-separated tags, e.g. tag:sensor")
+    e.add_argument("--reusable", action="store_true")
+    e.add_argument("--ephemeral", action="store_true")
+    e.add_argument("--expires", help="lifetime from now, e.g. 30d (default: never)")
+    e.add_argument("--description", default="")
     return p
 
 
@@ -237,6 +278,7 @@ COMMANDS = {
     "sign": cmd_sign,
     "verify": cmd_verify,
     "inspect": cmd_inspect,
+    "enrolment-key": cmd_enrolment_key,
 }
 
 
@@ -247,7 +289,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BundleRejected as exc:
         print(f"REJECTED {exc}", file=sys.stderr)
         return 1
-    except (UsageError, TrustStoreError, OutpostError, OSError) as exc:
+    except (UsageError, TrustStoreError, OutpostError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -32,6 +32,7 @@ from .audit import AuditLog
 from .backup.restore import acquire_server_lock, finish_interrupted_restore
 from .backup.service import BackupService
 from .api.context import ApiContext
+from .bundles.service import BundleService
 from .ca import OfflineCA
 from .ca.local import ca_directory, ensure_tls_events
 from .config import ServerConfig
@@ -50,6 +51,7 @@ from .net.stun import start_stun
 from .proto.stun import StunCounters
 from .relay import Relay
 from .state.model import NodeChange, NodeId
+from .state.bundles import BundleLedger
 from .state.store import Store, utcnow
 
 log = logging.getLogger(__name__)
@@ -206,6 +208,9 @@ class OutpostServer:
             sh, sp = cfg.stun_listen
             self._stun_transport = await start_stun(sh, sp, self.stun_counters)
 
+        self.bundles = BundleService(
+            store, BundleLedger(store), self.appliance_id, self.policy, self.record
+        )
         api_ctx = ApiContext(
             store=store,
             registrar=self.registrar,
@@ -217,6 +222,7 @@ class OutpostServer:
             audit_sink=self.record,
             audit_chain=self.audit_log,
             backups=self.backups,
+            bundles=self.bundles,
         )
         sock = _unix_socket(cfg.admin_socket)
         uv = _EmbeddedUvicorn(

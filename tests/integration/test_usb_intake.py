@@ -17,8 +17,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from outpost_server.bundles import SignerKey, TrustStore
 from outpost_server.bundles import format as fmt
-from outpost_server.bundles.intake import intake
+from outpost_server.bundles.intake import intake, verify_loaded
 from outpost_server.bundles.media import mounted_readonly, probe_fstype
+from outpost_server.bundles.removable import kernel_has, read_medium
 from outpost_server.bundles.signing import build_signed, public_bytes
 
 APP = "outpost-usb"
@@ -38,9 +39,29 @@ def _missing(fstype: str) -> str | None:
     if shutil.which("modprobe"):
         subprocess.run(["modprobe", fstype], capture_output=True, check=False)
     kernel = Path("/proc/filesystems").read_text().split()
-    if fstype not in kernel:
-        return f"the running kernel has no {fstype} driver (container without the module?)"
+    if fstype not in kernel and (fstype != "vfat" or shutil.which("mcopy") is None):
+        return f"the running kernel has no {fstype} driver and mtools is not installed"
     return None
+
+
+def _populate_fat_in_user_space(dev: str) -> None:
+    """No vfat driver in this kernel: write the stick with mtools, as a PC would have."""
+    env = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
+
+    def put(name: str, data: bytes) -> None:
+        subprocess.run(
+            ["mcopy", "-o", "-i", dev, "-", f"::/{name}"], input=data, env=env, check=True
+        )
+
+    subprocess.run(["mmd", "-i", dev, "::/outpost"], env=env, check=True)
+    put("good.opb", _bundle(2))
+    put("outpost/newer.opb", _bundle(3))
+    put("corrupt.opb", _bundle(4)[:-5])
+    put("replay.opb", _bundle(1))
+    put("._good.opb", b"\x00\x05\x16\x07 AppleDouble")
+    put("README.txt", b"junk")
+    for i in range(50):
+        put(f"junk{i}.bin", os.urandom(64))
 
 
 def _bundle(seq: int) -> bytes:
@@ -61,6 +82,13 @@ def medium(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str
     dev = subprocess.run(
         ["losetup", "--find", "--show", str(image)], check=True, capture_output=True, text=True
     ).stdout.strip()
+    if not kernel_has(fstype):
+        try:
+            _populate_fat_in_user_space(dev)
+            yield fstype, dev
+        finally:
+            subprocess.run(["losetup", "-d", dev], check=False)
+        return
     try:
         populate = tmp_path / "rw"
         populate.mkdir()
@@ -85,8 +113,26 @@ def medium(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str
         subprocess.run(["losetup", "-d", dev], check=False)
 
 
+def test_fat_without_a_kernel_driver_is_read_in_user_space_with_the_same_rules(
+    medium: tuple[str, str],
+) -> None:
+    fstype, dev = medium
+    if kernel_has(fstype):
+        pytest.skip("the kernel reads this filesystem; the mounted path is tested below")
+    files = read_medium(dev, fstype)
+    assert files.how == "mtools"
+    report = verify_loaded(files.files, TRUST, APP, NOW, {"policy": 1})
+    assert [n for n, _ in report.accepted] == ["good.opb", "outpost/newer.opb"]
+    assert {r.name: r.reason for r in report.rejected} == {
+        "corrupt.opb": "truncated: payloads declare 12 bytes, file has 7",
+        "replay.opb": "replayed: sequence 1 for policy, already accepted 1",
+    }
+
+
 def test_real_medium_is_mounted_read_only_and_its_bundles_sorted(medium: tuple[str, str]) -> None:
     fstype, dev = medium
+    if not kernel_has(fstype):
+        pytest.skip(f"the running kernel has no {fstype} driver; read in user space above")
     assert probe_fstype(dev) == fstype
     with mounted_readonly(dev) as root:
         opts = next(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import stat
 from pathlib import Path
@@ -98,3 +99,42 @@ def test_durations_are_parsed_strictly() -> None:
     assert sign.parse_duration("90s") == 90
     with pytest.raises(sign.UsageError):
         sign.parse_duration("7 days")
+
+
+def test_enrolment_key_adds_a_hashed_key_and_prints_the_secret_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from outpost_server.bundles import payloads as pl  # noqa: PLC0415
+
+    keys = tmp_path / "keys.json"
+    assert (
+        sign.main(
+            [
+                "enrolment-key",
+                "--keys",
+                str(keys),
+                "--tags",
+                "tag:sensor",
+                "--reusable",
+                "--expires",
+                "30d",
+            ]
+        )
+        == 0
+    )
+    first = capsys.readouterr().out.split()[0]
+    assert sign.main(["enrolment-key", "--keys", str(keys), "--user", "alice"]) == 0
+    second = capsys.readouterr().out.split()[0]
+    parsed = pl.parse_keys({"keys.json": keys.read_bytes()})
+    assert [k.reusable for k in parsed] == [True, False]
+    for text, entry in zip((first, second), parsed, strict=True):
+        _, prefix, secret = text.split("-", 2)
+        assert prefix == entry.prefix
+        assert hashlib.sha256(secret.encode()).digest() == entry.secret_sha256
+        assert secret not in keys.read_text()  # the file never holds a usable key
+    assert parsed[0].tags == ("tag:sensor",) and parsed[1].user == "alice"
+    assert sign.main(["enrolment-key", "--keys", str(keys)]) == 2
+    assert "a key needs --user or --tags" in capsys.readouterr().err
+    keys.write_text("{not json")
+    assert sign.main(["enrolment-key", "--keys", str(keys), "--user", "bob"]) == 2
+    assert keys.read_text() == "{not json"  # a broken file is never overwritten

@@ -26,6 +26,7 @@ from textual.reactive import reactive
 from .client import ApiError, AsyncAdminClient, ServerUnreachable
 from .connection import Connection
 from .lock import ConsoleLock
+from .screens.bundles import BundlesScreen
 from .screens.dashboard import DashboardScreen
 from .screens.help import HelpScreen
 from .screens.backups import BackupsScreen
@@ -55,6 +56,7 @@ class OutpostConsole(App[None]):
         "users": UsersScreen,
         "keys": KeysScreen,
         "backups": BackupsScreen,
+        "bundles": BundlesScreen,
         **{mode: partial(UpcomingScreen, mode) for mode in UPCOMING},
     }
     BINDINGS = [

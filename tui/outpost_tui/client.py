@@ -39,8 +39,11 @@ class ServerUnreachable(ApiError):
 class AsyncAdminClient:
     """Typed-ish wrappers over the `/v1/...` endpoints (see server api/app.py)."""
 
-    def __init__(self, socket_path: Path | str, timeout: float = DEFAULT_TIMEOUT_S) -> None:
+    def __init__(
+        self, socket_path: Path | str, timeout: float = DEFAULT_TIMEOUT_S, actor: str = "console"
+    ) -> None:
         self.socket_path = Path(socket_path)
+        self.actor = actor  # X-Outpost-Actor: who the audit log names for console actions
         self.timeout = timeout
         self._client: httpx.AsyncClient | None = None
 
@@ -48,7 +51,10 @@ class AsyncAdminClient:
         if self._client is None:
             transport = httpx.AsyncHTTPTransport(uds=str(self.socket_path))
             self._client = httpx.AsyncClient(
-                transport=transport, base_url="http://outpost", timeout=self.timeout
+                transport=transport,
+                base_url="http://outpost",
+                timeout=self.timeout,
+                headers={"X-Outpost-Actor": self.actor},
             )
         return self._client
 
@@ -166,3 +172,16 @@ class AsyncAdminClient:
 
     async def backup_prune(self, dry_run: bool) -> list[str]:
         return list((await self.request("POST", "/v1/backup/prune", {"dry_run": dry_run}))["pruned"])
+
+    async def bundles(self) -> list[dict[str, Any]]:
+        return list(await self.request("GET", "/v1/bundles"))
+
+    async def bundle(self, bundle_id: int) -> dict[str, Any]:
+        return dict(await self.request("GET", f"/v1/bundles/{int(bundle_id)}"))
+
+    async def approve_bundle(self, bundle_id: int) -> dict[str, Any]:
+        return dict(await self.request("POST", f"/v1/bundles/{int(bundle_id)}/approve", {}))
+
+    async def reject_bundle(self, bundle_id: int, reason: str) -> dict[str, Any]:
+        path = f"/v1/bundles/{int(bundle_id)}/reject"
+        return dict(await self.request("POST", path, {"reason": reason}))

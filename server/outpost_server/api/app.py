@@ -24,6 +24,7 @@ from .app_types import Ctx, FromPath, JsonObject, iso
 from .context import ApiContext
 from .audit import AuditController
 from .backup import BackupController
+from .bundles import BundlesController
 from .policy import PolicyController, RoutesController
 
 
@@ -307,6 +308,7 @@ def create_app(ctx: Ctx) -> Litestar:
             RoutesController,
             AuditController,
             BackupController,
+            BundlesController,
         ],
         dependencies={"ctx": _Provide(ctx)},
         exception_handlers={DomainError: _domain_error, HTTPException: _http_error},

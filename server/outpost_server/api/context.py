@@ -28,6 +28,7 @@ class ApiContext:
     audit_sink: Callable[[str, str, dict[str, Any]], None] | None = None
     audit_chain: Any = None  # outpost_server.audit.AuditLog, for reading and verifying
     backups: Any = None  # outpost_server.backup.service.BackupService
+    bundles: Any = None  # outpost_server.bundles.service.BundleService
     actor: str = "admin-api"
 
     def audit(self, action: str, **details: Any) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -122,14 +122,14 @@ def read_bounded(path: Path) -> bytes:
 def intake(
     root: Path, trust: TrustStore, appliance_id: str, now: int, last_seq: Mapping[str, int]
 ) -> IntakeReport:
-    """Verify every bundle on a mounted medium; apply nothing.
-
-    Trust-store bundles are verified first, and each one accepted becomes the
-    store the remaining bundles are verified against, so one medium can carry a
-    key rotation and bundles signed by the new keys. Sequences seen on this
-    medium count as seen, so a duplicate on one stick is rejected as a replay.
-    """
+    """Verify every bundle on a mounted medium; apply nothing (see `verify_loaded`)."""
     report = IntakeReport()
+    loaded = load_bundles(root, report)
+    return verify_loaded(loaded, trust, appliance_id, now, last_seq, report=report)
+
+
+def load_bundles(root: Path, report: IntakeReport) -> list[tuple[str, bytes]]:
+    """The bytes of every bundle file under `root`, within the scan and byte budgets."""
     loaded: list[tuple[str, bytes]] = []
     budget = MAX_TOTAL_BYTES
     for path in find_bundles(root, report):
@@ -146,7 +146,26 @@ def intake(
             )
             continue
         loaded.append((rel, data))
+    return loaded
 
+
+def verify_loaded(
+    loaded: Sequence[tuple[str, bytes]],
+    trust: TrustStore,
+    appliance_id: str,
+    now: int,
+    last_seq: Mapping[str, int],
+    *,
+    report: IntakeReport | None = None,
+) -> IntakeReport:
+    """Verify bundles already read from a medium (name, bytes); apply nothing.
+
+    Trust-store bundles are verified first, and each one accepted becomes the
+    store the remaining bundles are verified against, so one medium can carry a
+    key rotation and bundles signed by the new keys. Sequences seen on this
+    medium count as seen, so a duplicate on one stick is rejected as a replay.
+    """
+    report = IntakeReport() if report is None else report
     seen = dict(last_seq)
     current = trust
     for rel, data in sorted(loaded, key=_apply_order):

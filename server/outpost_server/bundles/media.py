@@ -1,6 +1,6 @@
-"""Mount a removable block device read-only, safely, for the duration of an intake.
+"""Mount a removable block device read-only (intake) or read-write (exports), safely.
 
-Options: `ro,nosuid,nodev,noexec` always; `noload` for ext3/ext4 because a
+Options: `nosuid,nodev,noexec` always, `ro` for intake; `noload` for ext3/ext4 because a
 plain `ro` mount still replays the journal (writes the medium); vfat/exfat get
 root ownership and umask 077 so nothing on the stick is readable to other
 local users while mounted. Only the filesystems in ALLOWED_FSTYPES are mounted:
@@ -21,6 +21,7 @@ from ..errors import InvalidInput, OutpostError
 ALLOWED_FSTYPES = frozenset({"vfat", "exfat", "ext2", "ext3", "ext4"})
 MOUNT_TIMEOUT_SECONDS = 30  # a dying stick can hang mount; intake must not hang with it
 BASE_OPTIONS = ("ro", "nosuid", "nodev", "noexec", "noatime")
+WRITABLE_OPTIONS = ("rw", "nosuid", "nodev", "noexec", "noatime")
 FSTYPE_OPTIONS: dict[str, tuple[str, ...]] = {
     "ext3": ("noload",),
     "ext4": ("noload",),
@@ -51,9 +52,12 @@ def probe_fstype(device: str, run: Runner = run_command) -> str:
     return run(["blkid", "-p", "-o", "value", "-s", "TYPE", device]).strip()
 
 
-def mount_options(fstype: str) -> str:
+def mount_options(fstype: str, *, writable: bool = False) -> str:
     if fstype not in ALLOWED_FSTYPES:
         raise InvalidInput(f"filesystem {fstype or 'unknown'} is not accepted for intake")
+    if writable:  # journal replay is fine (and needed) on a medium we write to
+        extra = tuple(o for o in FSTYPE_OPTIONS.get(fstype, ()) if o != "noload")
+        return ",".join(WRITABLE_OPTIONS + extra)
     return ",".join(BASE_OPTIONS + FSTYPE_OPTIONS.get(fstype, ()))
 
 
@@ -62,8 +66,27 @@ def mounted_readonly(
     device: str, fstype: str | None = None, run: Runner = run_command
 ) -> Iterator[Path]:
     """Mount `device` read-only into a fresh private temp dir; always unmount and remove it."""
+    with _mounted(device, fstype, run, writable=False) as root:
+        yield root
+
+
+@contextmanager
+def mounted_writable(
+    device: str, fstype: str | None = None, run: Runner = run_command
+) -> Iterator[Path]:
+    """Mount `device` read-write (nosuid,nodev,noexec) for writing an export; always unmount.
+
+    Unmounting flushes the filesystem; callers that must know the bytes reached
+    the medium fsync what they wrote and read it back after a fresh mount.
+    """
+    with _mounted(device, fstype, run, writable=True) as root:
+        yield root
+
+
+@contextmanager
+def _mounted(device: str, fstype: str | None, run: Runner, *, writable: bool) -> Iterator[Path]:
     fs = fstype or probe_fstype(device, run)
-    options = mount_options(fs)
+    options = mount_options(fs, writable=writable)
     mountpoint = Path(tempfile.mkdtemp(prefix="outpost-media-"))
     mountpoint.chmod(0o700)
     try:

@@ -94,3 +94,49 @@ class PolicyRow(Base):
     author: Mapped[str] = mapped_column(String(128))
     comment: Mapped[str] = mapped_column(String(255), default="")
     created: Mapped[datetime] = mapped_column(DateTime)
+
+
+# --------------------------------------------------------------- offline bundles
+class TrustStoreRow(Base):
+    """Every trust store the appliance has held, newest last; the current one is the highest id."""
+
+    __tablename__ = "bundle_trust_stores"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    document: Mapped[str] = mapped_column(Text)  # trust-store.json as TrustStore.dumps() writes it
+    source: Mapped[str] = mapped_column(String(64))  # "console-init" or "bundle <staged id>"
+    actor: Mapped[str] = mapped_column(String(128))
+    created: Mapped[datetime] = mapped_column(DateTime)
+
+
+class BundleSequenceRow(Base):
+    """Highest sequence accepted per signer set (inbound), or issued (outbound exports)."""
+
+    __tablename__ = "bundle_sequences"
+    signer_set: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    updated: Mapped[datetime] = mapped_column(DateTime)
+
+
+class StagedBundleRow(Base):
+    """A bundle seen by intake: staged for a decision, applied, rejected or expired."""
+
+    __tablename__ = "bundle_staged"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    medium_label: Mapped[str] = mapped_column(String(64), default="")
+    medium_serial: Mapped[str] = mapped_column(String(128), default="")
+    file_name: Mapped[str] = mapped_column(String(255))
+    kind: Mapped[str] = mapped_column(String(32), default="")  # "" when the manifest was unreadable
+    seq: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    signers: Mapped[str] = mapped_column(Text, default="")  # comma-separated key ids
+    bundle_created: Mapped[int | None] = mapped_column(Integer, nullable=True)  # unix seconds
+    bundle_expires: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    size: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    data: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)  # only while useful
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    staged_by: Mapped[str] = mapped_column(String(128))
+    staged_at: Mapped[datetime] = mapped_column(DateTime)
+    decided_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    result: Mapped[str] = mapped_column(Text, default="")  # JSON summary of what applying did

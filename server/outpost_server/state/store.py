@@ -113,6 +113,15 @@ class Store:
         self._key_hashes[key.id] = secret_hash
         self._key_by_prefix[key.prefix] = key.id
 
+    @property
+    def engine(self) -> Engine:
+        """For sibling writers in `state/` (e.g. bundles.py) that share the database."""
+        return self._engine
+
+    def adopt_enrolment_key(self, key: EnrolmentKey, secret_hash: bytes) -> None:
+        """Index a key a sibling writer committed in its own transaction (bundle apply)."""
+        self._remember_key(key, secret_hash)
+
     def subscribe(self, listener: Listener) -> None:
         self._listeners.append(listener)
 

@@ -14,11 +14,6 @@ UPCOMING: dict[str, tuple[str, str, str]] = {
         "the policy editor",
         "view, edit, test and apply the access policy (ACLs, tags, groups)",
     ),
-    "bundles": (
-        "USB bundles",
-        "USB bundles",
-        "write and import offline bundles (client installers, updates) on USB media",
-    ),
     "audit": ("Audit log", "the audit log", "browse the audit log and check its hash chain"),
     "certificates": (
         "Certificates",

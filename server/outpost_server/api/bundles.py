@@ -1,0 +1,166 @@
+"""Admin API for offline bundles: intake into staging, list, show, approve, reject, trust store.
+
+Bundle files reach the server as bytes in the request (base64 in JSON): the
+root-run USB watcher and `outpost bundles import` read the medium, the server
+never walks removable media itself (docs/bundles.md, "who mounts").
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+from litestar import Controller, get, post
+from litestar.params import FromQuery
+
+from ..bundles.format import MAX_BUNDLE_BYTES
+from ..bundles.intake import MAX_BUNDLES, Rejected
+from ..bundles.service import BundleService, Medium
+from ..bundles.trust import TrustStore
+from ..errors import InvalidInput
+from ..state.bundles import BundleStatus, StagedBundle
+from .app_types import Ctx, FromPath, JsonObject, iso
+
+# One request carries one medium's bundles. Base64 inflates by 4/3; the limit
+# admits one bundle of the maximum size plus a handful of ordinary ones.
+MAX_INTAKE_BODY_BYTES = (MAX_BUNDLE_BYTES * 4) // 3 + 8 * 1024 * 1024
+MAX_MEDIUM_FIELD_CHARS = 128  # labels and serials as udev reports them
+
+
+def bundle_view(b: StagedBundle) -> dict[str, Any]:
+    return {
+        "id": b.id,
+        "status": b.status.value,
+        "kind": b.kind or None,
+        "seq": b.seq,
+        "file": b.file_name,
+        "medium_label": b.medium_label,
+        "medium_serial": b.medium_serial,
+        "signers": list(b.signers),
+        "created": b.bundle_created,
+        "expires": b.bundle_expires,
+        "size": b.size,
+        "sha256": b.sha256,
+        "staged_by": b.staged_by,
+        "staged_at": iso(b.staged_at),
+        "decided_by": b.decided_by,
+        "decided_at": iso(b.decided_at),
+        "reason": b.reason,
+        "result": b.result,
+    }
+
+
+def _service(ctx: Ctx) -> BundleService:
+    svc = ctx.bundles
+    if not isinstance(svc, BundleService):
+        raise InvalidInput("bundle intake is not available on this server")
+    return svc
+
+
+def _text(body: dict[str, Any], key: str, limit: int = MAX_MEDIUM_FIELD_CHARS) -> str:
+    v = body.get(key, "")
+    if not isinstance(v, str):
+        raise InvalidInput(f"'{key}' must be text")
+    return v[:limit]
+
+
+def _files(body: dict[str, Any]) -> list[tuple[str, bytes]]:
+    files = body.get("files")
+    if not isinstance(files, list) or len(files) > MAX_BUNDLES:
+        raise InvalidInput(f"'files' must be a list of at most {MAX_BUNDLES} bundle files")
+    out = []
+    for i, f in enumerate(files):
+        if not isinstance(f, dict) or not isinstance(f.get("name"), str):
+            raise InvalidInput(f"files[{i}] must be an object with name and data (base64)")
+        try:
+            data = base64.b64decode(str(f.get("data", "")), validate=True)
+        except (binascii.Error, ValueError):
+            raise InvalidInput(f"files[{i}] ({f['name'][:255]}): data is not base64") from None
+        out.append((f["name"][:255], data))
+    return out
+
+
+def _ignored(body: dict[str, Any]) -> list[Rejected]:
+    items = body.get("ignored") or []
+    if not isinstance(items, list):
+        raise InvalidInput("'ignored' must be a list of {name, reason}")
+    return [
+        Rejected(str(i.get("name", ""))[:255], str(i.get("reason", ""))[:255])
+        for i in items[:1000]
+        if isinstance(i, dict)
+    ]
+
+
+class BundlesController(Controller):
+    path = "/v1/bundles"
+
+    @get()
+    async def list_bundles(self, ctx: Ctx, status: FromQuery[str | None] = None) -> list[Any]:
+        try:
+            wanted = BundleStatus(status) if status else None
+        except ValueError:
+            raise InvalidInput(
+                f"status must be one of {', '.join(s.value for s in BundleStatus)}"
+            ) from None
+        return [bundle_view(b) for b in _service(ctx).list_bundles(wanted)]
+
+    @get("/{bundle_id:int}")
+    async def show(self, ctx: Ctx, bundle_id: FromPath[int]) -> dict[str, Any]:
+        svc = _service(ctx)
+        return {**bundle_view(svc.get(bundle_id)), "preview": svc.preview(bundle_id)}
+
+    @post("/intake", request_max_body_size=MAX_INTAKE_BODY_BYTES)
+    async def intake(self, ctx: Ctx, data: JsonObject) -> dict[str, Any]:
+        medium = Medium(
+            label=_text(data, "label"), serial=_text(data, "serial"), device=_text(data, "device")
+        )
+        out = _service(ctx).intake_files(_files(data), medium, ctx.actor, _ignored(data))
+        return {
+            "staged": [bundle_view(b) for b in out.staged],
+            "rejected": [bundle_view(b) for b in out.rejected],
+            "ignored": [{"name": r.name, "reason": r.reason} for r in out.ignored],
+        }
+
+    @post("/{bundle_id:int}/approve")
+    async def approve(self, ctx: Ctx, bundle_id: FromPath[int]) -> dict[str, Any]:
+        applied = _service(ctx).approve(bundle_id, ctx.actor)
+        return {
+            **bundle_view(applied.bundle),
+            "applied": {
+                "policy_version": applied.policy.id if applied.policy else None,
+                "enrolment_keys": [k.prefix for k in applied.keys],
+                "trust_version": applied.trust.id if applied.trust else None,
+            },
+        }
+
+    @post("/{bundle_id:int}/reject")
+    async def reject(self, ctx: Ctx, bundle_id: FromPath[int], data: JsonObject) -> dict[str, Any]:
+        reason = data.get("reason")
+        if not isinstance(reason, str):
+            raise InvalidInput("'reason' is required to reject a bundle")
+        return bundle_view(_service(ctx).reject(bundle_id, ctx.actor, reason))
+
+    @get("/trust")
+    async def trust(self, ctx: Ctx) -> dict[str, Any]:
+        svc = _service(ctx)
+        history = svc.ledger.trust_history()
+        current: TrustStore | None = svc.trust()
+        return {
+            "appliance": svc.appliance_id,
+            "installed": current is not None,
+            "store": current.to_json() if current else None,
+            "last_seq": svc.ledger.last_seqs(),
+            "history": [
+                {"version": t.id, "source": t.source, "actor": t.actor, "created": iso(t.created)}
+                for t in history
+            ],
+        }
+
+    @post("/trust/init")
+    async def trust_init(self, ctx: Ctx, data: JsonObject) -> dict[str, Any]:
+        doc = data.get("document")
+        if not isinstance(doc, str):
+            raise InvalidInput("'document' (the trust-store.json text) is required")
+        store = _service(ctx).init_trust(doc.encode(), ctx.actor)
+        return {"installed": True, "store": store.to_json()}

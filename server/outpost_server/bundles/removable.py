@@ -1,0 +1,267 @@
+"""What the root-run tools do with a removable device: read its bundles, write an export to it.
+
+Theory of operation
+-------------------
+Reading (`read_medium`): if the running kernel has a driver for the medium's
+filesystem, mount it read-only (`mounted_readonly`: ro,nosuid,nodev,noexec,
+noload) and walk it with intake.py's bounded, symlink-refusing walk. If the
+kernel has no driver (FAT on minimal kernels and containers), read FAT in user
+space with mtools instead: `mdir -/ -b` lists paths, `mcopy ... -` streams one
+file at a time; the same bounds apply (depth, entries, bundles, bytes per file,
+bytes per medium), no filesystem is mounted, and nothing on the stick is
+executed or followed. Either way the result is the list of (name, bytes) the
+server's intake verifies.
+
+Writing (`write_export`): to a directory, or to a device mounted read-write
+(`mounted_writable`) or, for FAT without a kernel driver, through mtools. The
+file is fsynced, then read back from the medium (after a fresh read-only mount,
+or with the page cache dropped for a directory) and returned so the caller can
+verify exactly what an auditor will receive.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .format import MAX_BUNDLE_BYTES
+from .intake import (
+    BUNDLE_SUFFIX,
+    JUNK_NAMES,
+    MAX_BUNDLES,
+    MAX_SCAN_DEPTH,
+    MAX_SCAN_ENTRIES,
+    MAX_TOTAL_BYTES,
+    IntakeReport,
+    Rejected,
+    load_bundles,
+    read_bounded,
+)
+from .media import (
+    MOUNT_TIMEOUT_SECONDS,
+    MediaError,
+    mounted_readonly,
+    mounted_writable,
+    probe_fstype,
+    run_command,
+)
+
+USERSPACE_FSTYPES = frozenset({"vfat"})  # what mtools reads when the kernel cannot
+MTOOLS_ENV = {"MTOOLS_SKIP_CHECK": "1", "MTOOLS_NO_VFAT": "0", "LC_ALL": "C"}
+MTOOLS_READ_TIMEOUT_SECONDS = 60  # one bundle (<= 64 MiB) from a slow stick
+
+
+@dataclass(slots=True)
+class MediumFiles:
+    files: list[tuple[str, bytes]] = field(default_factory=list)
+    ignored: list[Rejected] = field(default_factory=list)
+    how: str = ""  # "mount" or "mtools", for the operator's log
+
+
+def kernel_has(fstype: str) -> bool:
+    try:
+        names = Path("/proc/filesystems").read_text().split()
+    except OSError:
+        return False
+    return fstype in names
+
+
+def probe(device: str, field_name: str) -> str:
+    """A filesystem property blkid reads from the medium (TYPE, LABEL, UUID); '' if unknown."""
+    try:
+        return run_command(["blkid", "-p", "-o", "value", "-s", field_name, device]).strip()
+    except MediaError:
+        return ""
+
+
+def read_medium(device: str, fstype: str | None = None) -> MediumFiles:
+    fs = fstype or probe_fstype(device)
+    if kernel_has(fs):
+        report = IntakeReport()
+        with mounted_readonly(device, fs) as root:
+            files = load_bundles(root, report)
+        return MediumFiles(files, report.ignored + report.rejected, "mount")
+    if fs in USERSPACE_FSTYPES:
+        return read_fat(device)
+    raise MediaError(f"{device}: the kernel has no {fs or 'unknown'} driver and no reader")
+
+
+# --------------------------------------------------------------- FAT via mtools
+def _mtools(args: list[str]) -> subprocess.Popen[bytes]:
+    try:
+        return subprocess.Popen(
+            args,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, **MTOOLS_ENV},
+        )
+    except OSError as exc:
+        raise MediaError(f"{args[0]}: {exc} (install mtools to read FAT media)") from None
+
+
+@contextlib.contextmanager
+def _streaming(args: list[str]) -> Iterator[subprocess.Popen[bytes]]:
+    proc = _mtools(args)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=MOUNT_TIMEOUT_SECONDS)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def fat_paths(device: str, ignored: list[Rejected]) -> list[str]:
+    """Bundle file paths on a FAT medium, with intake.find_bundles' rules and bounds."""
+    found: list[str] = []
+    with _streaming(["mdir", "-/", "-b", "-i", device, "::/"]) as proc:
+        assert proc.stdout is not None
+        for visited, raw in enumerate(proc.stdout, 1):
+            rel = raw.decode("utf-8", "replace").rstrip("\r\n").removeprefix("::/")
+            if visited > MAX_SCAN_ENTRIES:
+                ignored.append(Rejected(rel, f"scan stopped after {MAX_SCAN_ENTRIES} entries"))
+                break
+            if not rel or rel.endswith("/"):
+                continue  # directories: their files follow as full paths
+            parts = rel.split("/")
+            if any(p in JUNK_NAMES or p.startswith(".") for p in parts):
+                continue
+            if len(parts) > MAX_SCAN_DEPTH or not parts[-1].lower().endswith(BUNDLE_SUFFIX):
+                continue
+            if len(found) >= MAX_BUNDLES:
+                ignored.append(Rejected(rel, f"more than {MAX_BUNDLES} bundles on the medium"))
+                continue
+            found.append(rel)
+        if proc.wait(timeout=MOUNT_TIMEOUT_SECONDS) not in (0, None) and not found:
+            raise MediaError(f"{device}: mdir could not read the FAT filesystem")
+    return sorted(found)
+
+
+def fat_read(device: str, rel: str) -> bytes:
+    """One file's bytes, at most MAX_BUNDLE_BYTES + 1 (so the verifier says too-large)."""
+    with _streaming(["mcopy", "-n", "-i", device, f"::/{rel}", "-"]) as proc:
+        assert proc.stdout is not None
+        data = proc.stdout.read(MAX_BUNDLE_BYTES + 1)
+        if len(data) <= MAX_BUNDLE_BYTES and proc.wait(timeout=MTOOLS_READ_TIMEOUT_SECONDS) != 0:
+            raise MediaError(f"mcopy could not read {rel}")
+    return data
+
+
+def read_fat(device: str) -> MediumFiles:
+    out = MediumFiles(how="mtools")
+    budget = MAX_TOTAL_BYTES
+    for rel in fat_paths(device, out.ignored):
+        try:
+            data = fat_read(device, rel)
+        except MediaError as exc:
+            out.ignored.append(Rejected(rel, f"unreadable: {exc}"))
+            continue
+        budget -= len(data)
+        if budget < 0:
+            out.ignored.append(
+                Rejected(rel, f"medium carries more than {MAX_TOTAL_BYTES} bytes of bundles")
+            )
+            continue
+        out.files.append((rel, data))
+    return out
+
+
+# ----------------------------------------------------------------------- writing
+@dataclass(frozen=True, slots=True)
+class Written:
+    path: str  # where an auditor finds it: a directory path, or "<device>:/<name>"
+    readback: bytes  # the bytes read back from the medium after the write was synced
+    how: str
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_synced(directory: Path, name: str, data: bytes) -> Path:
+    """Write `name` atomically (temp file, fsync, rename, fsync the directory)."""
+    final = directory / name
+    tmp = directory / f".{name}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, final)
+    _fsync_dir(directory)
+    return final
+
+
+def _read_uncached(path: Path) -> bytes:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # read the disk, not our own write
+    finally:
+        os.close(fd)
+    return read_bounded(path)
+
+
+def is_block_device(path: str) -> bool:
+    try:
+        return stat.S_ISBLK(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def write_export(dest: str, name: str, data: bytes) -> Written:
+    """Write one file to a directory or a block device and read it back from the medium."""
+    if not is_block_device(dest):
+        directory = Path(dest)
+        if not directory.is_dir():
+            raise MediaError(f"{dest} is neither a directory nor a block device")
+        path = write_synced(directory, name, data)
+        return Written(str(path), _read_uncached(path), "directory")
+    fs = probe_fstype(dest)
+    if kernel_has(fs):
+        with mounted_writable(dest, fs) as root:
+            write_synced(root, name, data)
+        with mounted_readonly(dest, fs) as root:  # a fresh mount: what the medium now holds
+            back = read_bounded(root / name)
+        return Written(f"{dest}:/{name}", back, "mount")
+    if fs in USERSPACE_FSTYPES:
+        return _write_fat(dest, name, data)
+    raise MediaError(f"{dest}: the kernel has no {fs or 'unknown'} driver and no writer")
+
+
+def _write_fat(device: str, name: str, data: bytes) -> Written:
+    fd = os.open(device, os.O_RDONLY | os.O_CLOEXEC)
+    os.close(fd)  # it exists and we may open it, before mtools is involved
+    try:
+        done = subprocess.run(
+            ["mcopy", "-o", "-i", device, "-", f"::/{name}"],
+            input=data,
+            capture_output=True,
+            timeout=MTOOLS_READ_TIMEOUT_SECONDS,
+            env={**os.environ, **MTOOLS_ENV},
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise MediaError(f"mcopy: {exc}") from None
+    if done.returncode != 0:
+        raise MediaError(f"mcopy could not write {name}: {done.stderr.decode()[:200]}")
+    fd = os.open(device, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)  # flush the block device's buffers to the medium
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+    return Written(f"{device}:/{name}", fat_read(device, name), "mtools")
