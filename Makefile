@@ -28,11 +28,13 @@ venv: $(STAMP)
 up: $(STAMP)
 	$(VENV)/bin/outpost up
 
-# Network tools the interop tests need (root machines only; skipped elsewhere).
+# Tools the tests need (root machines only; skipped elsewhere): network namespaces
+# for the interop tests, and FAT/ext4 tools for the loop-backed USB media tests.
+SYSDEP_CMDS := nft ip curl sysctl mcopy mkfs.vfat mkfs.ext4 losetup blkid
 sysdeps:
-	@if [ "$$(id -u)" = 0 ] && { ! command -v nft >/dev/null || ! command -v ip >/dev/null || ! command -v curl >/dev/null || ! command -v sysctl >/dev/null; }; then \
-	  echo "installing iproute2, nftables, curl, procps"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 nftables curl procps >/dev/null; \
+	@if [ "$$(id -u)" = 0 ] && ! { for c in $(SYSDEP_CMDS); do command -v $$c >/dev/null || exit 1; done; }; then \
+	  echo "installing iproute2, nftables, curl, procps, mtools, dosfstools, e2fsprogs, util-linux"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 nftables curl procps mtools dosfstools e2fsprogs util-linux >/dev/null; \
 	fi
 
 $(CLIENTS): $(STAMP) tests/interop/fetch_clients.py
@@ -44,7 +46,7 @@ clients: $(CLIENTS)
 test: $(STAMP) sysdeps $(CLIENTS)
 	OUTPOST_SHARED=$(SHARED) $(VENV)/bin/pytest -q -ra tests
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) sysdeps
 	OUTPOST_SHARED=$(SHARED) $(VENV)/bin/pytest -q -ra tests --ignore=tests/interop
 
 interop: $(STAMP) sysdeps $(CLIENTS)

@@ -375,6 +375,49 @@ def _prune(args: argparse.Namespace, c: Any) -> int:
     return 0
 
 
+@_offline
+def _export(args: argparse.Namespace, c: Any) -> int:
+    """Copy a backup to removable media (or a folder), read it back from the medium, verify it."""
+    import hashlib  # noqa: PLC0415
+    import tempfile  # noqa: PLC0415
+
+    from outpost_server.backup.archive import verify_file  # noqa: PLC0415
+    from outpost_server.bundles.media import MediaError  # noqa: PLC0415
+    from outpost_server.bundles.removable import write_export  # noqa: PLC0415
+
+    src = Path(args.backup)
+    if not src.is_file():
+        src = _data_dir(args) / "backups" / args.backup
+    if not src.is_file():
+        print(f"outpost backup: no backup file {args.backup} (nor in {src.parent})", file=sys.stderr)
+        return 2
+    verify_file(src)  # never copy a damaged backup as if it were good
+    data = src.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    try:
+        written = write_export(args.to, src.name, data)
+    except (MediaError, OSError) as exc:
+        print(f"outpost backup: not written to {args.to}: {exc}", file=sys.stderr)
+        return 2
+    problem = ""
+    if hashlib.sha256(written.readback).hexdigest() != digest:
+        problem = "the bytes read back from the medium differ from the backup"
+    else:
+        with tempfile.NamedTemporaryFile(suffix=".opbk") as tmp:
+            tmp.write(written.readback)
+            tmp.flush()
+            verify_file(Path(tmp.name))
+    try:
+        c.post("/v1/backup/exported", {"name": src.name, "to": args.to, "sha256": digest, "verified": not problem})
+    except Exception as exc:  # noqa: BLE001 - the copy stands; say the record is missing
+        print(f"outpost backup: note: the server did not record the export ({exc})", file=sys.stderr)
+    if problem:
+        print(f"outpost backup: EXPORT FAILED at {written.path}: {problem}", file=sys.stderr)
+        return 1
+    print(f"copied {src.name} to {written.path} ({_size(len(data))}), read back and verified\nsha256 {digest}")
+    return 0
+
+
 def _scheduler(args: argparse.Namespace, c: Any) -> int:
     from .scheduler import run_scheduler  # noqa: PLC0415
 
@@ -434,6 +477,11 @@ def add_commands(sub: Any) -> None:
     sp.add_argument("--scratch", help="parent directory for the scratch copy (default: system temp)")
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=_drill)
+
+    sp = b.add_parser("export", help="copy a backup to a USB device or folder, read it back and verify it")
+    sp.add_argument("backup", help="a backup file, or the name of one in DATA_DIR/backups")
+    sp.add_argument("--to", required=True, metavar="DEVICE_OR_DIR", help="block device (e.g. /dev/sdb1) or directory")
+    sp.set_defaults(func=_export)
 
     sp = b.add_parser("prune", help="apply the retention policy to the local backups")
     sp.add_argument("--dry-run", action="store_true")

@@ -403,3 +403,56 @@ async def test_passphrase_mode_backup_opens_with_the_passphrase_file(outpost: Ru
     assert refused.returncode == 2 and "wrong passphrase" in refused.stderr
     with pytest.raises(ApiError, match="only way to open backups"):
         await call(client, "delete", "/v1/backup/passphrase")
+
+
+@pytest.mark.parametrize("fstype", ["ext4", "vfat"])
+async def test_export_to_a_usb_stick_reads_back_and_verifies(outpost: Running, tmp_path: Path, fstype: str) -> None:
+    import shutil
+
+    mkfs = {"ext4": ["mkfs.ext4", "-q", "-F", "-L", "BACKUP"], "vfat": ["mkfs.vfat", "-n", "BACKUP"]}[fstype]
+    if os.geteuid() != 0 or not all(shutil.which(t) for t in ("losetup", "blkid", mkfs[0], "mcopy")):
+        pytest.skip("needs root, losetup, blkid, mtools and mkfs tools for a loop-backed stick")
+    _, public = recovery(tmp_path)
+    client = AdminClient(outpost.server.config.admin_socket)
+    await call(client, "post", "/v1/backup/recipients", {"public": public})
+    job = await make_backup(client)
+    image = tmp_path / "stick.img"
+    with image.open("wb") as f:
+        f.truncate(32 * 1024 * 1024)
+    subprocess.run([*mkfs, str(image)], check=True, capture_output=True)
+    dev = subprocess.run(["losetup", "--find", "--show", str(image)], check=True, capture_output=True, text=True).stdout.strip()
+    try:
+        proc = await asyncio.to_thread(
+            subprocess.run,
+            [*OUTPOST, "--data-dir", str(outpost.server.config.data_dir), "backup", "export", job["result"]["name"], "--to", dev],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        assert "read back and verified" in proc.stdout
+    finally:
+        subprocess.run(["losetup", "-d", dev], check=False)
+    # What is on the stick is the backup, byte for byte (read independently with mtools / debugfs).
+    name = job["result"]["name"]
+    if fstype == "vfat":
+        got = subprocess.run(["mcopy", "-i", str(image), f"::/{name}", "-"], capture_output=True, check=True,
+                             env={**os.environ, "MTOOLS_SKIP_CHECK": "1"}).stdout  # fmt: skip
+    else:
+        got = subprocess.run(["debugfs", "-R", f"cat /{name}", str(image)], capture_output=True, check=True).stdout
+    assert got == Path(job["result"]["path"]).read_bytes()
+    audit = await call(client, "get", "/v1/audit?limit=5")
+    exported = [e for e in audit["entries"] if e["action"] == "backup.exported"]  # type: ignore[index]
+    assert exported and exported[-1]["details"]["verified"] is True
+
+
+def test_export_refuses_a_damaged_backup(tmp_path: Path) -> None:
+    _, public = recovery(tmp_path)
+    backup = _backup_of(_state_at(tmp_path, known_revisions()[-1]), tmp_path / "out", known_revisions()[-1], public)
+    data = bytearray(backup.read_bytes())
+    data[100] ^= 1
+    backup.write_bytes(bytes(data))
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    proc = subprocess.run([*OUTPOST, "--data-dir", str(tmp_path / "nodata"), "backup", "export", str(backup), "--to", str(dest)],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert proc.returncode == 2 and "body digest" in proc.stderr
+    assert list(dest.iterdir()) == []

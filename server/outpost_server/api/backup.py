@@ -80,3 +80,15 @@ class BackupController(Controller):
     @put("/schedule")
     async def schedule(self, ctx: Ctx, data: JsonObject) -> dict[str, Any]:
         return ctx.backups.set_schedule(ctx.actor, data)
+
+    @post("/exported")
+    async def exported(self, ctx: Ctx, data: JsonObject) -> dict[str, Any]:
+        """The CLI copied a backup to removable media: record it (who, what, where, verified)."""
+        details = {
+            "name": _str(data, "name"),
+            "to": _str(data, "to"),
+            "sha256": _str(data, "sha256"),
+            "verified": bool(data.get("verified")),
+        }
+        ctx.audit("backup.exported", **details)
+        return {"recorded": True, **details}
