@@ -275,6 +275,54 @@ def _watch(args: argparse.Namespace, c: AdminClient) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace, c: AdminClient) -> int:
+    """Ask the server for a signed outbound bundle, write it to the medium, read it back, verify."""
+    import hashlib  # noqa: PLC0415
+
+    from outpost_server.bundles.errors import BundleRejected  # noqa: PLC0415
+    from outpost_server.bundles.format import key_id_for  # noqa: PLC0415
+    from outpost_server.bundles.removable import write_export  # noqa: PLC0415
+    from outpost_server.bundles.trust import SignerKey, TrustStore  # noqa: PLC0415
+    from outpost_server.bundles.verify import verify  # noqa: PLC0415
+
+    if args.what == "inventory":
+        kind, r = "node-inventory", c.post("/v1/bundles/export/inventory", {})
+    else:
+        body: dict[str, Any] = {"clients": args.client, "tags": args.tags or [], "expires_in": args.expires}
+        if args.user:
+            body["user"] = args.user
+        kind, r = "client-enrolment", c.post("/v1/bundles/export/client-enrolment", body)
+    data = base64.b64decode(r["data"])
+    try:
+        written = write_export(args.to, r["name"], data)
+    except (MediaError, OSError) as exc:
+        print(f"outpost: export not written to {args.to}: {exc}", file=sys.stderr)
+        return 2
+    problem = ""
+    if hashlib.sha256(written.readback).hexdigest() != r["sha256"]:
+        problem = "the bytes read back differ from the bytes written"
+    else:
+        key = bytes.fromhex(r["appliance_key"])
+        kid = key_id_for(key)
+        trust = TrustStore({kid: SignerKey(kid, key, frozenset({kind}))}, {kind: 1})
+        try:
+            from outpost_server.bundles.format import decode_manifest, parse_frame  # noqa: PLC0415
+
+            created = decode_manifest(parse_frame(written.readback).manifest_bytes).created
+            verify(written.readback, trust, None, created, {}, accept_kinds={kind})
+        except BundleRejected as exc:
+            problem = f"the read-back bundle does not verify: {exc}"
+    c.post("/v1/audit/export/written", {"sha256": r["sha256"], "path": written.path, "device": args.to,
+                                        "verified": not problem})  # fmt: skip
+    if problem:
+        print(f"outpost: EXPORT FAILED at {written.path}: {problem}", file=sys.stderr)
+        return 1
+    out = {"path": written.path, "sha256": r["sha256"], "kind": kind, "appliance_key": r["appliance_key"]}
+    _out(args, out, f"wrote {kind} bundle {written.path}, read back and verified\nsha256 {r['sha256']}"
+         + ("\nit carries usable enrolment keys: keep the medium with the devices it is for" if kind == "client-enrolment" else ""))  # fmt: skip
+    return 0
+
+
 def add_commands(sub: Any) -> None:
     b = sub.add_parser("bundles", help="signed offline bundles (USB intake)")
     bs = b.add_subparsers(dest="action", required=True)
@@ -304,6 +352,19 @@ def add_commands(sub: Any) -> None:
     sp = js(bs.add_parser("watch", help="watch udev for USB media and stage their bundles"))
     sp.add_argument("--any-bus", action="store_true", help="not only USB devices (testing)")
     sp.set_defaults(func=_watch)
+    ex = bs.add_parser("export", help="write a signed outbound bundle to a device or folder").add_subparsers(
+        dest="what", required=True
+    )
+    sp = js(ex.add_parser("inventory", help="node inventory (nodes.json)"))
+    sp.add_argument("--to", required=True, metavar="DEVICE_OR_DIR")
+    sp.set_defaults(func=_export)
+    sp = js(ex.add_parser("enrolment", help="client enrolment package: login URL, CA root, a key per client"))
+    sp.add_argument("--client", action="append", required=True, help="a device to enrol (repeat)")
+    sp.add_argument("--user", help="owner of the new keys (or use --tags)")
+    sp.add_argument("--tags", action="append", help="tag:... for the new keys (repeat)")
+    sp.add_argument("--expires", default="7d", help="key lifetime (default %(default)s)")
+    sp.add_argument("--to", required=True, metavar="DEVICE_OR_DIR")
+    sp.set_defaults(func=_export)
     trust = bs.add_parser("trust", help="the signer trust store").add_subparsers(
         dest="trust_action", required=True
     )

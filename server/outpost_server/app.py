@@ -209,7 +209,7 @@ class OutpostServer:
             self._stun_transport = await start_stun(sh, sp, self.stun_counters)
 
         self.bundles = BundleService(
-            store, BundleLedger(store), self.appliance_id, self.policy, self.record
+            store, BundleLedger(store), self.appliance_id, self.policy, self.record, signing_key=self.audit_key
         )
         api_ctx = ApiContext(
             store=store,
@@ -223,6 +223,7 @@ class OutpostServer:
             audit_chain=self.audit_log,
             backups=self.backups,
             bundles=self.bundles,
+            root_pem=lambda: (cfg.data_dir / "tls" / "root.pem").read_bytes(),
         )
         sock = _unix_socket(cfg.admin_socket)
         uv = _EmbeddedUvicorn(

@@ -179,3 +179,40 @@ async def test_audit_export_to_a_folder_reads_back_and_verifies_offline(
     assert len(written) == 2 and all(w["verified"] for w in written)
     with pytest.raises(ApiError, match=r"outside 1\.\."):
         await api(outpost, "post", "/v1/audit/export", {"from": 10_000})
+
+
+async def test_inventory_and_enrolment_exports_are_signed_read_back_and_usable(
+    outpost: Running, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from outpost_server.bundles.format import decode_manifest, parse_frame, split_payloads
+
+    outpost.new_key()  # creates user alice
+    out = tmp_path / "stick"
+    out.mkdir()
+    assert await outpost_cli(outpost, "bundles", "export", "inventory", "--to", str(out), "--json") == 0
+    inv = json.loads(capsys.readouterr().out)
+    assert inv["kind"] == "node-inventory"
+    assert await outpost_cli(
+        outpost, "bundles", "export", "enrolment", "--client", "laptop-1", "--client", "laptop-2",
+        "--user", "alice", "--expires", "2d", "--to", str(out), "--json",
+    ) == 0  # fmt: skip
+    enr = json.loads(capsys.readouterr().out)
+    data = Path(enr["path"]).read_bytes()
+    frame = parse_frame(data)
+    manifest = decode_manifest(frame.manifest_bytes)
+    assert manifest.kind == "client-enrolment" and manifest.appliance == outpost.server.appliance_id
+    doc = json.loads(split_payloads(data, frame, manifest)["client-enrolment.json"])
+    assert [c["client"] for c in doc["clients"]] == ["laptop-1", "laptop-2"]
+    assert doc["login_server"] == f"http://127.0.0.1:{outpost.port}"
+    assert doc["ca_root_pem"].startswith("-----BEGIN CERTIFICATE-----")
+    # the keys in the package are real, single-use, owned by alice
+    keys = {k.prefix: k for k in outpost.store.enrolment_keys().values()}
+    for c in doc["clients"]:
+        k = keys[c["key_prefix"]]
+        assert not k.reusable and c["authkey"].startswith(f"opk-{k.prefix}-") and k.user_id == 1
+    audit = await api(outpost, "get", "/v1/audit?limit=20")
+    actions = [e["action"] for e in audit["entries"]]
+    assert "bundle.export.node-inventory" in actions and "bundle.export.client-enrolment" in actions
+    assert actions.count("audit.export.written") == 2
+    with pytest.raises(ApiError, match="distinct client names"):
+        await api(outpost, "post", "/v1/bundles/export/client-enrolment", {"clients": ["a", "a"], "user": "alice"})

@@ -29,6 +29,7 @@ class ApiContext:
     audit_chain: Any = None  # outpost_server.audit.AuditLog, for reading and verifying
     backups: Any = None  # outpost_server.backup.service.BackupService
     bundles: Any = None  # outpost_server.bundles.service.BundleService
+    root_pem: Callable[[], bytes] | None = None  # the Outpost CA root certificate (public)
     actor: str = "admin-api"
 
     def audit(self, action: str, **details: Any) -> None:

@@ -34,6 +34,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn, Protocol
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from ..audit.export import EXPORT_KIND
 from ..audit.log import AuditLog, ExportSigning
 from ..errors import Conflict, InvalidInput, OutpostError
@@ -49,8 +51,9 @@ from ..state.bundles import (
 from ..state.store import Store, parse_tags
 from . import payloads as pl
 from .errors import BundleRejected, Check
-from .format import INBOUND_KINDS, decode_manifest, parse_frame, split_payloads
+from .format import INBOUND_KINDS, decode_manifest, manifest_for, parse_frame, split_payloads
 from .intake import IntakeReport, Rejected, load_bundles, verify_loaded
+from .signing import build_signed
 from .trust import TRUST_STORE_PAYLOAD, TrustStore, TrustStoreError, apply_update
 from .verify import VerifiedBundle, verify
 
@@ -112,6 +115,9 @@ def _utc(ts: int | None) -> datetime | None:
     return None if ts is None else datetime.fromtimestamp(ts, UTC).replace(tzinfo=None)
 
 
+OUTBOUND_VALIDITY_S = 30 * 86400  # an inventory or enrolment package is not meant to sit on a stick for long
+
+
 class BundleService:
     def __init__(  # noqa: PLR0917 - the collaborators, each once
         self,
@@ -121,7 +127,9 @@ class BundleService:
         policy: PolicyGate,
         audit: AuditSink,
         clock: Callable[[], int] = lambda: int(time.time()),
+        signing_key: Ed25519PrivateKey | None = None,
     ) -> None:
+        self.signing_key = signing_key  # the appliance (audit) key that signs outbound bundles
         self.store = store
         self.ledger = ledger
         self.appliance_id = appliance_id
@@ -354,6 +362,29 @@ class BundleService:
             "audit.export",
             {"from": from_seq, "to": to, "bundle_seq": seq, "sha256": out.sha256, "file": out.name},
         )
+        return out
+
+    def export_outbound(
+        self, kind: str, payload_name: str, payload: bytes, file_name: str, actor: str, details: dict[str, Any]
+    ) -> ExportedBundle:
+        """A node-inventory or client-enrolment bundle, signed with the appliance key."""
+        if kind not in ("node-inventory", "client-enrolment"):
+            raise InvalidInput(f"{kind} is not an export this appliance makes")
+        if self.signing_key is None:
+            raise InvalidInput("this server has no appliance signing key for exports")
+        now = self.clock()
+        seq = self.ledger.next_outbound_seq(kind)
+        payloads = {payload_name: payload}
+        manifest = manifest_for(kind, self.appliance_id, seq, now, now + OUTBOUND_VALIDITY_S, payloads)
+        data = build_signed(manifest, payloads, self.signing_key)
+        out = ExportedBundle(
+            name=file_name,
+            data=data,
+            sha256=hashlib.sha256(data).hexdigest(),
+            public_key=self.signing_key.public_key().public_bytes_raw(),
+            seq=seq,
+        )
+        self._audit(actor, f"bundle.export.{kind}", {**details, "bundle_seq": seq, "sha256": out.sha256, "file": out.name})
         return out
 
     # ------------------------------------------------------------------ decide
