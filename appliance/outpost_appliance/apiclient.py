@@ -45,8 +45,9 @@ class _UnixConnection(http.client.HTTPConnection):
 
 
 class AdminClient:
-    def __init__(self, socket_path: Path) -> None:
+    def __init__(self, socket_path: Path, *, acting_as: str | None = None) -> None:
         self.socket_path = socket_path
+        self.acting_as = acting_as  # a service names itself; people are found by actor()
 
     def _request(self, method: str, path: str, body: Any = None) -> Any:
         if not self.socket_path.exists():
@@ -55,7 +56,7 @@ class AdminClient:
                 "(use --data-dir or --admin-socket)"
             )
         payload = None if body is None else json.dumps(body).encode()
-        headers = {"X-Outpost-Actor": actor(), "Accept": "application/json"}
+        headers = {"X-Outpost-Actor": self.acting_as or actor(), "Accept": "application/json"}
         if payload is not None:
             headers["Content-Type"] = "application/json"
         conn = _UnixConnection(self.socket_path, REQUEST_TIMEOUT_S)

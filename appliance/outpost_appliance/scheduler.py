@@ -16,7 +16,6 @@ applies retention and records the result in the audit log and run history.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import threading
 from datetime import UTC
@@ -32,6 +31,7 @@ from .apiclient import AdminClient, ApiError
 log = logging.getLogger("outpost.scheduler")
 
 JOB_ID = "daily-backup"
+ACTOR = "scheduler"  # who the audit log names for scheduled runs
 RECONCILE_INTERVAL_S = 60.0  # how soon a schedule change on the console takes effect
 JOB_TIMEOUT_S = 6 * 3600.0  # a backup still running after this is reported as stuck
 POLL_S = 2.0
@@ -73,8 +73,7 @@ def scheduled_backup(socket: str) -> dict[str, Any]:
     """The job: ask the server for a scheduled backup and wait for its outcome."""
     import time  # noqa: PLC0415
 
-    os.environ.setdefault("OUTPOST_ACTOR", "scheduler")
-    client = AdminClient(Path(socket))
+    client = AdminClient(Path(socket), acting_as=ACTOR)
     job = client.post("/v1/backup/run", {"scheduled": True, "label": "scheduled"})
     deadline = time.monotonic() + JOB_TIMEOUT_S
     while job["finished"] is None:
@@ -91,7 +90,7 @@ def scheduled_backup(socket: str) -> dict[str, Any]:
 
 def run_scheduler(client: AdminClient, jobstore: Path) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    os.environ.setdefault("OUTPOST_ACTOR", "scheduler")
+    client = AdminClient(client.socket_path, acting_as=ACTOR)
     jobstore.parent.mkdir(parents=True, exist_ok=True)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
