@@ -313,7 +313,8 @@ class OutpostServer:
         # the watchdog pings stop if this loop wedges, and systemd restarts us.
         notifier = Notifier()
         cfg = self.config
-        notifier.ready(f"serving {cfg.effective_server_url} (control {cfg.listen[0]}:{cfg.listen[1]})")
+        host, port = cfg.listen
+        notifier.ready(f"serving {cfg.effective_server_url} (control {host}:{port})")
         self._tasks.append(asyncio.create_task(notifier.watchdog_loop()))
         await self._stop.wait()
         notifier.stopping()

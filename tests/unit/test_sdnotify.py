@@ -56,10 +56,14 @@ def test_relative_socket_path_is_ignored() -> None:
     assert not Notifier({"NOTIFY_SOCKET": "relative.sock"}).enabled
 
 
-async def test_watchdog_pings_at_half_the_interval(notify_socket: tuple[str, socket.socket]) -> None:
+Sock = tuple[str, socket.socket]
+
+
+async def test_watchdog_pings_at_half_the_interval(notify_socket: Sock) -> None:
     path, s = notify_socket
     s.setblocking(False)
-    n = Notifier({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "200000", "WATCHDOG_PID": str(os.getpid())})
+    env = {"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "200000", "WATCHDOG_PID": str(os.getpid())}
+    n = Notifier(env)
     assert n.watchdog_interval_s == pytest.approx(0.2)
     task = asyncio.create_task(n.watchdog_loop())
     await asyncio.sleep(0.35)  # pings at 0, 0.1, 0.2, 0.3
@@ -74,7 +78,7 @@ async def test_watchdog_pings_at_half_the_interval(notify_socket: tuple[str, soc
     assert 3 <= len(pings) <= 5
 
 
-async def test_watchdog_meant_for_another_pid_is_not_ours(notify_socket: tuple[str, socket.socket]) -> None:
+async def test_watchdog_meant_for_another_pid_is_not_ours(notify_socket: Sock) -> None:
     path, _ = notify_socket
     n = Notifier({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "200000", "WATCHDOG_PID": "1"})
     assert n.watchdog_interval_s is None
@@ -82,12 +86,12 @@ async def test_watchdog_meant_for_another_pid_is_not_ours(notify_socket: tuple[s
 
 
 async def test_server_reports_ready_only_after_its_listener_accepts(
-    notify_socket: tuple[str, socket.socket], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    notify_socket: Sock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from tests.integration.conftest import free_port  # noqa: PLC0415
+
     from outpost_server.app import OutpostServer  # noqa: PLC0415
     from outpost_server.config import ServerConfig  # noqa: PLC0415
-
-    from tests.integration.conftest import free_port  # noqa: PLC0415
 
     path, s = notify_socket
     s.setblocking(False)
@@ -96,7 +100,12 @@ async def test_server_reports_ready_only_after_its_listener_accepts(
     monkeypatch.delenv("WATCHDOG_PID", raising=False)
     port = free_port()
     server = OutpostServer(
-        ServerConfig(data_dir=tmp_path / "data", listen=("127.0.0.1", port), tls_listen=None, stun_listen=None)
+        ServerConfig(
+            data_dir=tmp_path / "data",
+            listen=("127.0.0.1", port),
+            tls_listen=None,
+            stun_listen=None,
+        )
     )
     loop = asyncio.get_running_loop()
     task = asyncio.create_task(server.run())
