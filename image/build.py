@@ -34,8 +34,12 @@ TOOLS = ("mmdebstrap", "mkfs.erofs", "mkfs.vfat", "mcopy", "sfdisk", "unshare")
 def commit_epoch() -> int:
     if os.environ.get("SOURCE_DATE_EPOCH", "").isdigit():
         return int(os.environ["SOURCE_DATE_EPOCH"])
-    out = subprocess.run(["git", "-C", str(REPO), "log", "-1", "--format=%ct"],
-                         capture_output=True, text=True, check=False)
+    out = subprocess.run(
+        ["git", "-C", str(REPO), "log", "-1", "--format=%ct"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if out.returncode != 0 or not out.stdout.strip().isdigit():
         raise SystemExit("build.py: cannot read the commit time; set SOURCE_DATE_EPOCH")
     return int(out.stdout.strip())
@@ -111,11 +115,16 @@ def cmd_image(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--out", type=Path, default=HERE / "build", help="output directory")
     p.add_argument("--cache", type=Path, default=REPO / ".cache" / "image", help="cache directory")
-    p.add_argument("--pip", default=str(REPO / ".venv" / "bin" / "pip"),
-                   help="pip used to build the wheelhouse (default: the project venv's)")
+    p.add_argument(
+        "--pip",
+        default=str(REPO / ".venv" / "bin" / "pip"),
+        help="pip used to build the wheelhouse (default: the project venv's)",
+    )
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("image", help="build the disk image").set_defaults(func=cmd_image)
     sub.add_parser("rootfs", help="build the root directory only").set_defaults(func=cmd_rootfs)

@@ -45,8 +45,7 @@ def kernel_files(root: Path) -> tuple[Path, Path]:
 def make_erofs(root: Path, out: Path, version: str, epoch: int) -> None:
     out.unlink(missing_ok=True)
     fs_uuid = uuid.uuid5(_FS_NAMESPACE, f"root/{version}")
-    run(["mkfs.erofs", "-zlz4hc", f"-T{epoch}", f"-U{fs_uuid}", "--quiet",
-         str(out), str(root)])
+    run(["mkfs.erofs", "-zlz4hc", f"-T{epoch}", f"-U{fs_uuid}", "--quiet", str(out), str(root)])
     limit = slots.ROOT_A.size_mib * MIB
     if out.stat().st_size > limit:
         raise RuntimeError(f"root filesystem is {out.stat().st_size} bytes; a slot holds {limit}")
@@ -66,7 +65,9 @@ def make_esp(root: Path, out: Path, work: Path, version: int, epoch: int) -> Non
     texts = {
         "loader/loader.conf": slots.loader_conf(),
         # The factory entry has no boot counter: there is nothing to fall back to.
-        f"loader/entries/{slots.LoaderEntry(version, 'a').filename}": slots.entry_text("a", version),
+        f"loader/entries/{slots.LoaderEntry(version, 'a').filename}": slots.entry_text(
+            "a", version
+        ),
     }
     for rel, src in files.items():
         (stage / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -79,8 +80,23 @@ def make_esp(root: Path, out: Path, work: Path, version: int, epoch: int) -> Non
         os.utime(p, (epoch, epoch))
     out.unlink(missing_ok=True)
     env = {**os.environ, "MTOOLS_SKIP_CHECK": "1", "SOURCE_DATE_EPOCH": str(epoch)}
-    run(["mkfs.vfat", "-F", "32", "-n", "ESP", "-i", ESP_VOLUME_ID, "--invariant",
-         "-C", str(out), str(slots.ESP.size_mib * 1024)], env=env, stdout=open(os.devnull, "w"))
+    run(
+        [
+            "mkfs.vfat",
+            "-F",
+            "32",
+            "-n",
+            "ESP",
+            "-i",
+            ESP_VOLUME_ID,
+            "--invariant",
+            "-C",
+            str(out),
+            str(slots.ESP.size_mib * 1024),
+        ],
+        env=env,
+        stdout=open(os.devnull, "w"),
+    )
     for top in sorted(stage.iterdir()):
         run(["mcopy", "-s", "-p", "-m", "-Q", "-i", str(out), str(top), "::/"], env=env)
 
@@ -100,9 +116,21 @@ def assemble(out: Path, esp: Path, root_fs: Path) -> None:
             f"uuid={p.partuuid}, name={p.label}"
         )
         start += p.size_mib
-    run(["sfdisk", "--quiet", "--no-reread", "--no-tell-kernel", str(out)],
-        input="\n".join(lines) + "\n", text=True)
+    run(
+        ["sfdisk", "--quiet", "--no-reread", "--no-tell-kernel", str(out)],
+        input="\n".join(lines) + "\n",
+        text=True,
+    )
     for label, image in ((slots.ESP.label, esp), (slots.ROOT_A.label, root_fs)):
-        run(["dd", f"if={image}", f"of={out}", "bs=1M", f"seek={offsets[label]}",
-             "conv=notrunc,sparse", "status=none"])
+        run(
+            [
+                "dd",
+                f"if={image}",
+                f"of={out}",
+                "bs=1M",
+                f"seek={offsets[label]}",
+                "conv=notrunc,sparse",
+                "status=none",
+            ]
+        )
     log(f"disk: {out} ({total_mib} MiB)")

@@ -25,10 +25,23 @@ SUITE = "bookworm"
 PYTHON_VERSION = "3.11"  # bookworm's python3: the wheelhouse must match it
 PLATFORMS = ("manylinux2014_x86_64", "manylinux_2_17_x86_64", "manylinux_2_28_x86_64")
 PACKAGES = (
-    "systemd-sysv", "udev", "dbus", "systemd-timesyncd", "systemd-boot", "systemd-boot-efi",
-    "linux-image-amd64", "initramfs-tools", "kmod",
-    "python3", "python3-venv",
-    "iproute2", "nftables", "e2fsprogs", "dosfstools", "procps", "kbd",
+    "systemd-sysv",
+    "udev",
+    "dbus",
+    "systemd-timesyncd",
+    "systemd-boot",
+    "systemd-boot-efi",
+    "linux-image-amd64",
+    "initramfs-tools",
+    "kmod",
+    "python3",
+    "python3-venv",
+    "iproute2",
+    "nftables",
+    "e2fsprogs",
+    "dosfstools",
+    "procps",
+    "kbd",
     "console-setup-linux",  # PSF fonts for the console (Terminus, with box drawing)
 )
 IMAGE_DIR = Path(__file__).resolve().parent.parent
@@ -68,7 +81,9 @@ def digest(*parts: bytes | str | Path) -> str:
 def project_sources_digest() -> str:
     parts: list[Path] = [REPO / "pyproject.toml", REPO / "README.md"]
     for d in ("server", "appliance", "tui"):
-        parts += sorted(p for p in (REPO / d).rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+        parts += sorted(
+            p for p in (REPO / d).rglob("*") if p.is_file() and "__pycache__" not in p.parts
+        )
     h = hashlib.sha256()
     for p in parts:
         h.update(str(p.relative_to(REPO)).encode() + b"\0" + p.read_bytes())
@@ -94,9 +109,26 @@ def build_wheelhouse(cache: Path, pip: list[str], epoch: int) -> Path:
     run([*pip, "wheel", "--quiet", "--no-deps", "--wheel-dir", str(tmp), str(REPO)], env=env)
     platform_args = [a for p in PLATFORMS for a in ("--platform", p)]
     run(
-        [*pip, "download", "--quiet", "--only-binary=:all:", "--implementation", "cp",
-         "--python-version", PYTHON_VERSION, "--abi", "cp311", "--abi", "abi3", "--abi", "none",
-         *platform_args, "--dest", str(tmp), *deps],
+        [
+            *pip,
+            "download",
+            "--quiet",
+            "--only-binary=:all:",
+            "--implementation",
+            "cp",
+            "--python-version",
+            PYTHON_VERSION,
+            "--abi",
+            "cp311",
+            "--abi",
+            "abi3",
+            "--abi",
+            "none",
+            *platform_args,
+            "--dest",
+            str(tmp),
+            *deps,
+        ],
         env=env,
     )
     shutil.rmtree(out, ignore_errors=True)
@@ -117,13 +149,20 @@ def build_base(cache: Path, epoch: int) -> Path:
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     run(
-        ["mmdebstrap", "--mode=root", "--variant=minbase", "--format=directory",
-         "--aptopt=APT::Install-Recommends \"false\"",
-         f"--include={','.join(PACKAGES)}",
-         # The EROFS module must be in the initramfs the kernel package builds.
-         f"--setup-hook=mkdir -p \"$1/etc/initramfs-tools/hooks\" && "
-         f"install -m 0755 {setup} \"$1/etc/initramfs-tools/hooks/outpost\"",
-         SUITE, str(tmp), str(sources)],
+        [
+            "mmdebstrap",
+            "--mode=root",
+            "--variant=minbase",
+            "--format=directory",
+            '--aptopt=APT::Install-Recommends "false"',
+            f"--include={','.join(PACKAGES)}",
+            # The EROFS module must be in the initramfs the kernel package builds.
+            f'--setup-hook=mkdir -p "$1/etc/initramfs-tools/hooks" && '
+            f'install -m 0755 {setup} "$1/etc/initramfs-tools/hooks/outpost"',
+            SUITE,
+            str(tmp),
+            str(sources),
+        ],
         env={**os.environ, "SOURCE_DATE_EPOCH": str(epoch)},
     )
     shutil.rmtree(out, ignore_errors=True)
@@ -133,7 +172,9 @@ def build_base(cache: Path, epoch: int) -> Path:
 
 
 def build_root(cache: Path, base: Path, wheelhouse: Path, version: str, epoch: int) -> Path:
-    key = digest(base.name, wheelhouse.name, IMAGE_DIR / "overlay", IMAGE_DIR / "customize.sh", version)
+    key = digest(
+        base.name, wheelhouse.name, IMAGE_DIR / "overlay", IMAGE_DIR / "customize.sh", version
+    )
     out = cache / f"root-{key}"
     if done_marker(out).exists():
         log(f"root cached: {out}")

@@ -46,8 +46,11 @@ def parse_deb822(text: str) -> list[Source]:
             continue
         for uri in fields.get("uris", "").split():
             out.append(
-                Source(uri, tuple(fields.get("suites", "").split()),
-                       tuple(fields.get("components", "").split()))
+                Source(
+                    uri,
+                    tuple(fields.get("suites", "").split()),
+                    tuple(fields.get("components", "").split()),
+                )
             )
     return out
 

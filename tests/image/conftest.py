@@ -29,7 +29,9 @@ def rootfs() -> Path:
     _skip_unless_can_build()
     done = subprocess.run(
         ["nice", "-n", "10", sys.executable, str(REPO / "image" / "build.py"), "rootfs"],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if done.returncode != 0:
         pytest.fail(f"rootfs build failed:\n{done.stderr[-4000:]}")

@@ -58,11 +58,15 @@ def write_png(img: Image, path: Path) -> None:
     raw = b"".join(b"\0" + img.rgb[y * stride : (y + 1) * stride] for y in range(img.height))
 
     def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
 
     ihdr = struct.pack(">IIBBBBB", img.width, img.height, 8, 2, 0, 0, 0)  # 8-bit RGB
     path.write_bytes(
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw, 6))
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(raw, 6))
         + chunk(b"IEND", b"")
     )
 
@@ -135,7 +139,9 @@ def read_text(img: Image, font: Font) -> list[str]:
         line = []
         for c in range(cols):
             x0, y0 = c * font.width, r * font.height
-            cell = [[img.pixel(x0 + x, y0 + y) for x in range(font.width)] for y in range(font.height)]
+            cell = [
+                [img.pixel(x0 + x, y0 + y) for x in range(font.width)] for y in range(font.height)
+            ]
             background = Counter(p for row in cell for p in row).most_common(1)[0][0]
             bits = bytes(
                 sum(0x80 >> x for x, p in enumerate(row) if p != background) for row in cell

@@ -14,8 +14,12 @@ from pathlib import Path
 import pytest
 
 SERVICES = (
-    "outpost-server", "outpost-console", "outpost-usb-watch", "outpost-scheduler",
-    "outpost-firstboot", "outpost-ready",
+    "outpost-server",
+    "outpost-console",
+    "outpost-usb-watch",
+    "outpost-scheduler",
+    "outpost-firstboot",
+    "outpost-ready",
 )
 LONG_RUNNING = ("outpost-server", "outpost-usb-watch", "outpost-scheduler")
 OPTIONAL_COMMANDS = {"outpost-usb-watch": "bundles watch", "outpost-scheduler": "scheduler"}
@@ -41,7 +45,9 @@ def chroot(root: Path, *argv: str) -> subprocess.CompletedProcess[str]:
 def test_units_pass_systemd_analyze_verify(rootfs: Path) -> None:
     done = subprocess.run(
         ["systemd-analyze", "verify", f"--root={rootfs}", *(f"{s}.service" for s in SERVICES)],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert done.returncode == 0 and not done.stderr.strip(), done.stderr
 
@@ -64,17 +70,31 @@ def test_long_running_units_notify_restart_and_have_a_watchdog(rootfs: Path, nam
     assert u["NotifyAccess"] == ["main"]
 
 
-@pytest.mark.parametrize("name", ("outpost-server", "outpost-console", "outpost-usb-watch", "outpost-scheduler"))
+@pytest.mark.parametrize(
+    "name", ("outpost-server", "outpost-console", "outpost-usb-watch", "outpost-scheduler")
+)
 def test_units_are_sandboxed(rootfs: Path, name: str) -> None:
     u = unit(rootfs, name)
-    for key, value in (("NoNewPrivileges", "yes"), ("ProtectSystem", "strict"), ("PrivateTmp", "yes"),
-                       ("ProtectHome", "yes")):
+    for key, value in (
+        ("NoNewPrivileges", "yes"),
+        ("ProtectSystem", "strict"),
+        ("PrivateTmp", "yes"),
+        ("ProtectHome", "yes"),
+    ):
         assert u.get(key) == [value], f"{name}: {key}"
     assert "CapabilityBoundingSet" in u, f"{name}: capabilities not bounded"
     done = subprocess.run(
-        ["systemd-analyze", "security", "--offline=yes", f"--root={rootfs}",
-         f"--threshold={int(MAX_EXPOSURE * 10)}", f"{name}.service"],
-        capture_output=True, text=True, check=False,
+        [
+            "systemd-analyze",
+            "security",
+            "--offline=yes",
+            f"--root={rootfs}",
+            f"--threshold={int(MAX_EXPOSURE * 10)}",
+            f"{name}.service",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     report = done.stdout + done.stderr
     score = re.search(r"Overall exposure level for \S+: ([0-9.]+)", report)
@@ -102,18 +122,29 @@ def test_wanted_units_are_enabled_and_the_rest_masked(rootfs: Path) -> None:
     wants = rootfs / "etc/systemd/system/multi-user.target.wants"
     for name in ("outpost-server", "outpost-console", "outpost-ready", "systemd-networkd"):
         assert (wants / f"{name}.service").is_symlink(), name
-    assert (rootfs / "etc/systemd/system/sysinit.target.wants/outpost-firstboot.service").is_symlink()
+    assert (
+        rootfs / "etc/systemd/system/sysinit.target.wants/outpost-firstboot.service"
+    ).is_symlink()
     assert (rootfs / "etc/systemd/system/sysinit.target.wants/nftables.service").is_symlink()
-    assert (rootfs / "etc/systemd/system/boot-complete.target.requires/outpost-ready.service").is_symlink()
-    for masked in ("e2scrub_reap.service", "systemd-networkd-wait-online.service",
-                   "systemd-firstboot.service"):
+    assert (
+        rootfs / "etc/systemd/system/boot-complete.target.requires/outpost-ready.service"
+    ).is_symlink()
+    for masked in (
+        "e2scrub_reap.service",
+        "systemd-networkd-wait-online.service",
+        "systemd-firstboot.service",
+    ):
         assert (rootfs / "etc/systemd/system" / masked).resolve() == Path("/dev/null"), masked
 
 
 @pytest.mark.parametrize("name", sorted(OPTIONAL_COMMANDS))
 def test_optional_units_enabled_exactly_when_their_command_exists(rootfs: Path, name: str) -> None:
-    present = chroot(rootfs, "/opt/outpost/venv/bin/outpost", *OPTIONAL_COMMANDS[name].split(), "--help")
-    enabled = (rootfs / "etc/systemd/system/multi-user.target.wants" / f"{name}.service").is_symlink()
+    present = chroot(
+        rootfs, "/opt/outpost/venv/bin/outpost", *OPTIONAL_COMMANDS[name].split(), "--help"
+    )
+    enabled = (
+        rootfs / "etc/systemd/system/multi-user.target.wants" / f"{name}.service"
+    ).is_symlink()
     listed = f"{name}.service:" in (rootfs / "usr/lib/outpost/units-disabled").read_text()
     assert enabled == (present.returncode == 0)
     assert listed == (not enabled)
@@ -122,10 +153,14 @@ def test_optional_units_enabled_exactly_when_their_command_exists(rootfs: Path, 
 # ------------------------------------------------------------ files, venv
 def test_expected_files_are_in_place(rootfs: Path) -> None:
     for rel in (
-        "usr/libexec/outpost/outpost-serve", "usr/libexec/outpost/outpost-ready",
-        "usr/libexec/outpost/outpost-firstboot", "opt/outpost/venv/bin/outpost",
-        "opt/outpost/venv/bin/outpost-sign", "usr/lib/systemd/boot/efi/systemd-bootx64.efi",
-        "usr/lib/systemd/systemd-bless-boot", "usr/lib/outpost/packages.txt",
+        "usr/libexec/outpost/outpost-serve",
+        "usr/libexec/outpost/outpost-ready",
+        "usr/libexec/outpost/outpost-firstboot",
+        "opt/outpost/venv/bin/outpost",
+        "opt/outpost/venv/bin/outpost-sign",
+        "usr/lib/systemd/boot/efi/systemd-bootx64.efi",
+        "usr/lib/systemd/systemd-bless-boot",
+        "usr/lib/outpost/packages.txt",
         "usr/lib/outpost/wheels.sha256",
     ):
         path = rootfs / rel
@@ -137,9 +172,13 @@ def test_expected_files_are_in_place(rootfs: Path) -> None:
 
 
 def test_venv_imports_outpost_in_a_chroot(rootfs: Path) -> None:
-    done = chroot(rootfs, "/opt/outpost/venv/bin/python", "-c",
-                  "import outpost_server, outpost_appliance, outpost_tui, textual, pyudev, nacl; "
-                  "print(outpost_server.__version__)")
+    done = chroot(
+        rootfs,
+        "/opt/outpost/venv/bin/python",
+        "-c",
+        "import outpost_server, outpost_appliance, outpost_tui, textual, pyudev, nacl; "
+        "print(outpost_server.__version__)",
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip()
     help_ = chroot(rootfs, "/opt/outpost/venv/bin/outpost", "serve", "--help")
@@ -169,7 +208,9 @@ def test_clock_floor_is_the_build_time(rootfs: Path) -> None:
     assert int((rootfs / "usr/lib/clock-epoch").stat().st_mtime) == int(version[1])
     conf = (rootfs / "etc/systemd/timesyncd.conf.d/outpost.conf").read_text()
     assert re.search(r"(?m)^NTP=$", conf) and re.search(r"(?m)^FallbackNTP=$", conf)
-    assert (rootfs / "etc/systemd/system/sysinit.target.wants/systemd-timesyncd.service").exists() or (
+    assert (
+        rootfs / "etc/systemd/system/sysinit.target.wants/systemd-timesyncd.service"
+    ).exists() or (
         rootfs / "etc/systemd/system/multi-user.target.wants/systemd-timesyncd.service"
     ).exists()
 
@@ -180,8 +221,13 @@ def test_nothing_per_device_or_secret_is_baked_in(rootfs: Path) -> None:
     assert not (rootfs / "var/lib/systemd/random-seed").exists()
     assert not (rootfs / "var/lib/dbus/machine-id").exists()
     assert not (rootfs / "etc/ssh").exists()
-    assert not (rootfs / "var/lib/outpost").exists() or not any((rootfs / "var/lib/outpost").iterdir())
-    shadow = {ln.split(":")[0]: ln.split(":")[1] for ln in (rootfs / "etc/shadow").read_text().splitlines()}
+    assert not (rootfs / "var/lib/outpost").exists() or not any(
+        (rootfs / "var/lib/outpost").iterdir()
+    )
+    shadow = {
+        ln.split(":")[0]: ln.split(":")[1]
+        for ln in (rootfs / "etc/shadow").read_text().splitlines()
+    }
     usable = [user for user, pw in shadow.items() if not pw.startswith(("!", "*"))]
     assert usable == [], "accounts that can log in (empty or set password)"
 
@@ -222,8 +268,12 @@ def test_no_package_source_or_build_host_detail_in_etc(rootfs: Path) -> None:
 
 # ------------------------------------------------------------------ firewall
 def test_firewall_ruleset_parses(rootfs: Path) -> None:
-    done = subprocess.run(["nft", "-c", "-f", str(rootfs / "etc/nftables.conf")],
-                          capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        ["nft", "-c", "-f", str(rootfs / "etc/nftables.conf")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
 
 
@@ -244,5 +294,8 @@ def test_firewall_admits_only_control_relay_stun_and_sends_nothing_new(rootfs: P
     ]
     out = [ln.strip() for ln in chains["output"].splitlines() if ln.strip().endswith("accept")]
     # Nothing new leaves the box except the DHCP client's renewals.
-    assert out == ['oif "lo" accept', "ct state established,related accept",
-                   "udp sport 68 udp dport 67 accept"]
+    assert out == [
+        'oif "lo" accept',
+        "ct state established,related accept",
+        "udp sport 68 udp dport 67 accept",
+    ]

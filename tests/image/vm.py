@@ -54,14 +54,39 @@ class Machine:
         vars_copy = self.workdir / "OVMF_VARS.fd"
         shutil.copyfile(OVMF_VARS, vars_copy)
         return [
-            "qemu-system-x86_64", "-M", "q35", "-accel", "tcg", "-cpu", "max", "-smp", "2",
-            "-m", str(self.memory_mib), "-display", "none", "-vga", "std", "-monitor", "none",
-            "-serial", "stdio", "-qmp", f"unix:{self.qmp_path},server=on,wait=off",
-            "-device", "virtio-rng-pci", "-device", "qemu-xhci,id=xhci",
-            "-nic", nic,
-            "-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}",
-            "-drive", f"if=pflash,format=raw,file={vars_copy}",
-            "-drive", f"if=virtio,format=raw,file={self.disk}",
+            "qemu-system-x86_64",
+            "-M",
+            "q35",
+            "-accel",
+            "tcg",
+            "-cpu",
+            "max",
+            "-smp",
+            "2",
+            "-m",
+            str(self.memory_mib),
+            "-display",
+            "none",
+            "-vga",
+            "std",
+            "-monitor",
+            "none",
+            "-serial",
+            "stdio",
+            "-qmp",
+            f"unix:{self.qmp_path},server=on,wait=off",
+            "-device",
+            "virtio-rng-pci",
+            "-device",
+            "qemu-xhci,id=xhci",
+            "-nic",
+            nic,
+            "-drive",
+            f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}",
+            "-drive",
+            f"if=pflash,format=raw,file={vars_copy}",
+            "-drive",
+            f"if=virtio,format=raw,file={self.disk}",
         ]
 
     # ------------------------------------------------------------- lifecycle
@@ -69,7 +94,9 @@ class Machine:
         self.qmp_path.unlink(missing_ok=True)
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
-            self.command(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            self.command(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
             stderr=open(self.workdir / "qemu.stderr", "wb"),
         )
         threading.Thread(target=self._read_serial, daemon=True).start()
@@ -144,8 +171,13 @@ class Machine:
 
     def plug_usb_stick(self, image: Path, node: str = "stick") -> None:
         """Hot-plug `image` as a read-only USB mass-storage device."""
-        self.qmp("blockdev-add", **{
-            "node-name": node, "driver": "raw", "read-only": True,
-            "file": {"driver": "file", "filename": str(image), "read-only": True},
-        })
+        self.qmp(
+            "blockdev-add",
+            **{
+                "node-name": node,
+                "driver": "raw",
+                "read-only": True,
+                "file": {"driver": "file", "filename": str(image), "read-only": True},
+            },
+        )
         self.qmp("device_add", driver="usb-storage", id=f"{node}-dev", drive=node, bus="xhci.0")
