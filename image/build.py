@@ -14,6 +14,7 @@ one commit carries the same version and timestamps.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -29,6 +30,14 @@ sys.path[:0] = [str(HERE), str(REPO / "appliance"), str(REPO / "server")]
 from imagebuild import disk, rootfs  # noqa: E402
 
 TOOLS = ("mmdebstrap", "mkfs.erofs", "mkfs.vfat", "mcopy", "sfdisk", "unshare")
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(8 * 1024 * 1024):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def commit_epoch() -> int:
@@ -101,7 +110,7 @@ def cmd_image(args: argparse.Namespace) -> int:
         "image_allocated_bytes": img.stat().st_blocks * 512,
         "root_erofs_bytes": (out / "root.erofs").stat().st_size,
         "sha256": {
-            name: rootfs.hashlib.sha256((out / name).read_bytes()).hexdigest()
+            name: file_sha256(out / name)
             for name in ("outpost.img", "root.erofs", "esp.img", "vmlinuz", "initrd.img")
         },
     }
