@@ -14,6 +14,7 @@ one commit carries the same version and timestamps.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import json
 import os
@@ -65,6 +66,9 @@ def preflight(need_disk: bool) -> None:
 
 def build_root(args: argparse.Namespace, epoch: int, timings: dict[str, float]) -> Path:
     args.cache.mkdir(parents=True, exist_ok=True)
+    # One build at a time per cache: `make test` and `make image` may run together.
+    lock = open(args.cache / ".lock", "w")  # noqa: SIM115 - held until the process exits
+    fcntl.flock(lock, fcntl.LOCK_EX)
     t = time.monotonic()
     wheelhouse = rootfs.build_wheelhouse(args.cache, [args.pip], epoch)
     timings["wheelhouse_s"] = round(time.monotonic() - t, 1)

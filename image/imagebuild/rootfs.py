@@ -53,6 +53,14 @@ def done_marker(path: Path) -> Path:
     return path.with_name(path.name + ".complete")
 
 
+def cached(path: Path) -> bool:
+    """True if the stage at `path` finished; a marker left without its directory is dropped."""
+    if done_marker(path).exists() and path.is_dir():
+        return True
+    done_marker(path).unlink(missing_ok=True)
+    return False
+
+
 def log(msg: str) -> None:
     print(f"[image] {msg}", file=sys.stderr, flush=True)
 
@@ -99,7 +107,7 @@ def build_wheelhouse(cache: Path, pip: list[str], epoch: int) -> Path:
     """
     deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
     out = cache / f"wheelhouse-{digest(project_sources_digest(), *deps)}"
-    if done_marker(out).exists():
+    if cached(out):
         log(f"wheelhouse cached: {out}")
         return out
     tmp = out.with_name(out.name + ".tmp")
@@ -141,7 +149,7 @@ def build_wheelhouse(cache: Path, pip: list[str], epoch: int) -> Path:
 def build_base(cache: Path, epoch: int) -> Path:
     setup = IMAGE_DIR / "overlay" / "etc" / "initramfs-tools" / "hooks" / "outpost"
     out = cache / f"base-{digest(SUITE, *PACKAGES, setup)}"
-    if done_marker(out).exists():
+    if cached(out):
         log(f"base root cached: {out}")
         return out
     sources = cache / "debian.sources"
@@ -176,7 +184,7 @@ def build_root(cache: Path, base: Path, wheelhouse: Path, version: str, epoch: i
         base.name, wheelhouse.name, IMAGE_DIR / "overlay", IMAGE_DIR / "customize.sh", version
     )
     out = cache / f"root-{key}"
-    if done_marker(out).exists():
+    if cached(out):
         log(f"root cached: {out}")
         return out
     for old in cache.glob("root-*"):  # one root at a time: each is ~900 MB
@@ -185,6 +193,7 @@ def build_root(cache: Path, base: Path, wheelhouse: Path, version: str, epoch: i
         else:
             old.unlink()
     tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)  # left by an interrupted build
     run(["cp", "-a", "--reflink=auto", str(base), str(tmp)])
     run([str(IMAGE_DIR / "customize.sh"), str(tmp), str(wheelhouse), version, str(epoch)])
     tmp.rename(out)

@@ -44,7 +44,7 @@ def rootfs() -> Path:
 def built_image() -> dict[str, object]:
     """The disk image `make image` built, with its build record."""
     if os.environ.get("OUTPOST_IMAGE_BOOT", "") in ("", "0"):
-        pytest.skip("boot test runs under `make image-test` (OUTPOST_IMAGE_BOOT=1), ~4 min")
+        pytest.skip("boot test runs under `make image-test` (OUTPOST_IMAGE_BOOT=1), ~1 min")
     _skip_unless_can_build()
     for tool in ("qemu-system-x86_64", "mkfs.ext4"):
         if shutil.which(tool) is None:
