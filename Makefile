@@ -3,6 +3,8 @@
 #   make test    install test needs (official clients included) and run every test
 #   make bench   load benchmarks (figures go to docs/benchmarks.md)
 #   make lint    ruff + mypy
+#   make image   the bootable appliance disk image (image/build/outpost.img; root, no network in it)
+#   make image-test  boot it under qemu and check it (docs/image.md; about 3-4 min)
 
 PYTHON ?= python3
 VENV   := .venv
@@ -12,10 +14,10 @@ STAMP  := $(VENV)/.installed
 CLIENTS := .cache/clients/.complete
 SHARED ?= ../shared
 
-.PHONY: up test test-fast interop clients lint bench clean help
+.PHONY: up test test-fast interop clients lint bench clean help image image-test image-deps qemu-deps
 
 help:
-	@sed -n '2,6p' Makefile
+	@sed -n '2,8p' Makefile
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -43,7 +45,26 @@ $(CLIENTS): $(STAMP) tests/interop/fetch_clients.py
 
 clients: $(CLIENTS)
 
-test: $(STAMP) sysdeps $(CLIENTS)
+# Image build tools (root machines only; the image tests skip elsewhere).
+image-deps:
+	@if [ "$$(id -u)" = 0 ] && { ! command -v mmdebstrap >/dev/null || ! command -v mkfs.erofs >/dev/null || ! command -v mkfs.vfat >/dev/null || ! command -v mcopy >/dev/null || ! command -v sfdisk >/dev/null || ! command -v systemd-analyze >/dev/null || ! command -v nft >/dev/null; }; then \
+	  echo "installing mmdebstrap, erofs-utils, dosfstools, mtools, fdisk, systemd, nftables"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends mmdebstrap erofs-utils dosfstools mtools fdisk e2fsprogs systemd nftables >/dev/null; \
+	fi
+
+qemu-deps:
+	@if [ "$$(id -u)" = 0 ] && { ! command -v qemu-system-x86_64 >/dev/null || ! command -v qemu-img >/dev/null || [ ! -e /usr/share/OVMF/OVMF_CODE_4M.fd ]; }; then \
+	  echo "installing qemu-system-x86, qemu-utils, ovmf"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends qemu-system-x86 qemu-utils ovmf >/dev/null; \
+	fi
+
+image: $(STAMP) image-deps
+	nice -n 10 $(PY) image/build.py image
+
+image-test: image qemu-deps
+	OUTPOST_IMAGE_BOOT=1 $(VENV)/bin/pytest -q -ra tests/image
+
+test: $(STAMP) sysdeps image-deps $(CLIENTS)
 	OUTPOST_SHARED=$(SHARED) $(VENV)/bin/pytest -q -ra tests
 
 test-fast: $(STAMP) sysdeps
@@ -60,4 +81,4 @@ bench: $(STAMP)
 	$(PY) -m outpost_server.bench
 
 clean:
-	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache image/build

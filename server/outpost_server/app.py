@@ -50,6 +50,7 @@ from .net.listener import PublicHTTP, tls_context
 from .net.stun import start_stun
 from .proto.stun import StunCounters
 from .relay import Relay
+from .sdnotify import Notifier
 from .state.model import NodeChange, NodeId
 from .state.bundles import BundleLedger
 from .state.store import Store, utcnow
@@ -354,7 +355,15 @@ class OutpostServer:
                 loop.add_signal_handler(sig, self.request_stop)
         await self.start()
         print("outpost: ready", flush=True)
+        # systemd (Type=notify): ready only now that every listener is bound;
+        # the watchdog pings stop if this loop wedges, and systemd restarts us.
+        notifier = Notifier()
+        cfg = self.config
+        host, port = cfg.listen
+        notifier.ready(f"serving {cfg.effective_server_url} (control {host}:{port})")
+        self._tasks.append(asyncio.create_task(notifier.watchdog_loop()))
         await self._stop.wait()
+        notifier.stopping()
         await self.stop()
 
     async def stop(self) -> None:

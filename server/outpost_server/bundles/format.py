@@ -54,7 +54,9 @@ SHA256_BYTES = 32
 # signature from ever being valid as any other Ed25519 message (e.g. an audit checkpoint).
 SIGNATURE_CONTEXT = b"outpost-bundle-v1\x00"
 
-INBOUND_KINDS = frozenset({"enrolment-keys", "policy", "trust-store", "ca-material"})
+# system-update: the new root, kernel and initrd travel beside the bundle and are
+# bound by the digests in its system-update.json (outpost_appliance.sysupdate).
+INBOUND_KINDS = frozenset({"enrolment-keys", "policy", "trust-store", "ca-material", "system-update"})
 OUTBOUND_KINDS = frozenset({"audit-export", "node-inventory", "client-enrolment"})
 ALL_KINDS = INBOUND_KINDS | OUTBOUND_KINDS
 

@@ -1,0 +1,155 @@
+#!/usr/bin/env python3
+"""Build the Outpost appliance image (see docs/image.md).
+
+    build.py image     wheelhouse -> root -> root.erofs + esp.img -> outpost.img
+    build.py rootfs    only the root directory (what `make test` checks); prints its path
+
+Needs root (file ownership in the root, chroot), mmdebstrap, erofs-utils,
+dosfstools, mtools and fdisk; `make image` installs them with apt. Outputs go
+to --out (default image/build/), caches to --cache (default .cache/image/).
+The image version is the commit time (SOURCE_DATE_EPOCH), so every build of
+one commit carries the same version and timestamps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path[:0] = [str(HERE), str(REPO / "appliance"), str(REPO / "server")]
+
+from imagebuild import disk, rootfs  # noqa: E402
+
+TOOLS = ("mmdebstrap", "mkfs.erofs", "mkfs.vfat", "mcopy", "sfdisk", "unshare")
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(8 * 1024 * 1024):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def commit_epoch() -> int:
+    if os.environ.get("SOURCE_DATE_EPOCH", "").isdigit():
+        return int(os.environ["SOURCE_DATE_EPOCH"])
+    out = subprocess.run(
+        ["git", "-C", str(REPO), "log", "-1", "--format=%ct"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if out.returncode != 0 or not out.stdout.strip().isdigit():
+        raise SystemExit("build.py: cannot read the commit time; set SOURCE_DATE_EPOCH")
+    return int(out.stdout.strip())
+
+
+def preflight(need_disk: bool) -> None:
+    if os.geteuid() != 0:
+        raise SystemExit("build.py: must run as root (chroot, file ownership in the root)")
+    needed = TOOLS if need_disk else ("mmdebstrap", "unshare")
+    missing = [t for t in needed if shutil.which(t) is None]
+    if missing:
+        raise SystemExit(f"build.py: missing tools {missing}; `make image-deps` installs them")
+
+
+def build_root(args: argparse.Namespace, epoch: int, timings: dict[str, float]) -> Path:
+    args.cache.mkdir(parents=True, exist_ok=True)
+    # One build at a time per cache: `make test` and `make image` may run together.
+    lock = open(args.cache / ".lock", "w")  # noqa: SIM115 - held until the process exits
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    t = time.monotonic()
+    wheelhouse = rootfs.build_wheelhouse(args.cache, [args.pip], epoch)
+    timings["wheelhouse_s"] = round(time.monotonic() - t, 1)
+    t = time.monotonic()
+    base = rootfs.build_base(args.cache, epoch)
+    timings["base_s"] = round(time.monotonic() - t, 1)
+    t = time.monotonic()
+    root = rootfs.build_root(args.cache, base, wheelhouse, str(epoch), epoch)
+    timings["root_s"] = round(time.monotonic() - t, 1)
+    return root
+
+
+def cmd_rootfs(args: argparse.Namespace) -> int:
+    preflight(need_disk=False)
+    root = build_root(args, commit_epoch(), {})
+    print(root)
+    return 0
+
+
+def cmd_image(args: argparse.Namespace) -> int:
+    preflight(need_disk=True)
+    started = time.monotonic()
+    epoch = commit_epoch()
+    timings: dict[str, float] = {}
+    root = build_root(args, epoch, timings)
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    t = time.monotonic()
+    disk.make_erofs(root, out / "root.erofs", str(epoch), epoch)
+    vmlinuz, initrd = disk.kernel_files(root)
+    shutil.copyfile(vmlinuz, out / "vmlinuz")
+    shutil.copyfile(initrd, out / "initrd.img")
+    disk.make_esp(root, out / "esp.img", out, epoch, epoch)
+    disk.assemble(out / "outpost.img", out / "esp.img", out / "root.erofs")
+    timings["disk_s"] = round(time.monotonic() - t, 1)
+    timings["total_s"] = round(time.monotonic() - started, 1)
+    img = out / "outpost.img"
+    info = {
+        "version": epoch,
+        "root": str(root),
+        "timings": timings,
+        "image_bytes": img.stat().st_size,
+        "image_allocated_bytes": img.stat().st_blocks * 512,
+        "root_erofs_bytes": (out / "root.erofs").stat().st_size,
+        "sha256": {
+            name: file_sha256(out / name)
+            for name in ("outpost.img", "root.erofs", "esp.img", "vmlinuz", "initrd.img")
+        },
+    }
+    (out / "build-info.json").write_text(json.dumps(info, indent=2) + "\n")
+    rootfs.log(
+        f"done in {timings['total_s']} s: {img} "
+        f"({info['image_bytes'] // 2**20} MiB, {info['image_allocated_bytes'] // 2**20} MiB "
+        f"allocated; root {info['root_erofs_bytes'] // 2**20} MiB)"
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--out", type=Path, default=HERE / "build", help="output directory")
+    p.add_argument("--cache", type=Path, default=REPO / ".cache" / "image", help="cache directory")
+    p.add_argument(
+        "--pip",
+        default=str(REPO / ".venv" / "bin" / "pip"),
+        help="pip used to build the wheelhouse (default: the project venv's)",
+    )
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("image", help="build the disk image").set_defaults(func=cmd_image)
+    sub.add_parser("rootfs", help="build the root directory only").set_defaults(func=cmd_rootfs)
+    args = p.parse_args(argv)
+    args.out = args.out.resolve()
+    args.cache = args.cache.resolve()
+    try:
+        return int(args.func(args))
+    except subprocess.CalledProcessError as exc:
+        print(f"build.py: {exc.cmd[0]} failed with status {exc.returncode}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
