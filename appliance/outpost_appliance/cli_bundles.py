@@ -270,7 +270,12 @@ def _watch(args: argparse.Namespace, c: AdminClient) -> int:
     watcher = UsbWatcher(
         intake_handler(c, lambda s: print(s, flush=True)), usb_only=not args.any_bus
     )
+    from outpost_server.sdnotify import Notifier  # noqa: PLC0415
+
+    notifier = Notifier()
+    notifier.watchdog_thread()  # udev events can be hours apart; the process being alive is the signal
     print("watching for removable media (Ctrl-C to stop)", flush=True)
+    notifier.ready("watching for removable media")
     watcher.run()
     return 0
 

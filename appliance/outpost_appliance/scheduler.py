@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from datetime import UTC
 from pathlib import Path
 from typing import Any
@@ -95,8 +96,15 @@ def run_scheduler(client: AdminClient, jobstore: Path) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    from outpost_server.sdnotify import Notifier  # noqa: PLC0415
+
+    notifier = Notifier()
+    last_loop = [time.monotonic()]
+    # The loop below wakes every RECONCILE_INTERVAL_S; if it has not for three intervals it is stuck.
+    notifier.watchdog_thread(lambda: time.monotonic() - last_loop[0] < 3 * RECONCILE_INTERVAL_S)
     sched = make_scheduler(jobstore)
     sched.start(paused=True)  # job store open, nothing runs until the job matches the settings
+    notifier.ready("backup schedule loaded")
     socket = str(client.socket_path)
     started = False
     try:
@@ -115,6 +123,7 @@ def run_scheduler(client: AdminClient, jobstore: Path) -> int:
                 if not started:
                     sched.resume()
                     started = True
+            last_loop[0] = time.monotonic()
             stop.wait(RECONCILE_INTERVAL_S)
     finally:
         sched.shutdown(wait=False)

@@ -36,6 +36,7 @@ from .bundles.service import BundleService
 from .ca import OfflineCA
 from .ca.local import ca_directory, ensure_tls_events
 from .config import ServerConfig
+from .errors import OutpostError
 from .control.fanout import Fanout
 from .control.mapper import DerpSettings
 from .control.policystate import PolicyState
@@ -61,6 +62,7 @@ LISTEN_BACKLOG = 4096  # a server restart brings every client back at once
 CA_CHECK_INTERVAL_S = 3600.0  # leaves renew weeks before expiry; hourly is plenty
 # Graceful shutdown tells DERP clients (Health + Restarting frames): come back in
 # RECONNECT ms and keep trying for TRY_FOR ms; NOTICE is how long we wait for the frames to go out.
+TRUST_PROVISION_FILE = "trust-store.json"  # read once at start while no trust store exists
 RESTART_RECONNECT_MS = 2000
 RESTART_TRY_FOR_MS = 60000
 RESTART_NOTICE_S = 0.2
@@ -212,6 +214,7 @@ class OutpostServer:
         self.bundles = BundleService(
             store, BundleLedger(store), self.appliance_id, self.policy, self.record, signing_key=self.audit_key
         )
+        self._provision_trust(cfg.data_dir / TRUST_PROVISION_FILE)
         api_ctx = ApiContext(
             store=store,
             registrar=self.registrar,
@@ -245,6 +248,19 @@ class OutpostServer:
             "outpost serving %s (tls %s, stun %s), admin socket %s",
             cfg.listen, cfg.tls_listen, cfg.stun_listen, cfg.admin_socket,
         )
+
+    def _provision_trust(self, path: Path) -> None:
+        """First boot: a trust-store.json put on the data partition by whoever set the box up
+        (physical presence, SPEC.md §7) becomes the first trust store; never replaces one."""
+        if not path.exists() or self.bundles.trust() is not None:
+            return
+        try:
+            self.bundles.init_trust(path.read_bytes(), "provisioning")
+        except (OutpostError, OSError, ValueError) as exc:
+            log.error("trust store in %s not installed: %s", path, exc)
+            return
+        path.rename(path.with_name(path.name + ".installed"))
+        log.info("first trust store installed from %s", path)
 
     # ------------------------------------------------------------ relay glue
     def _admit(self, key: NodePublic) -> bool:

@@ -19,7 +19,9 @@ import asyncio
 import logging
 import os
 import socket
-from collections.abc import Mapping
+import threading
+import time
+from collections.abc import Callable, Mapping
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +79,25 @@ class Notifier:
         while True:
             self.notify("WATCHDOG=1")
             await asyncio.sleep(period)
+
+
+    def watchdog_thread(self, alive: Callable[[], bool] = lambda: True) -> threading.Thread | None:
+        """For services without an event loop (the USB watcher, the scheduler): a daemon
+        thread pings at half the interval while `alive()` holds, so a main loop that
+        reports itself stuck stops the pings and systemd restarts the process."""
+        if self.address is None or self.watchdog_interval_s is None:
+            return None
+        period = self.watchdog_interval_s / 2
+
+        def run() -> None:
+            while True:
+                if alive():
+                    self.notify("WATCHDOG=1")
+                time.sleep(period)
+
+        t = threading.Thread(target=run, name="sd-watchdog", daemon=True)
+        t.start()
+        return t
 
 
 def _watchdog_interval(env: Mapping[str, str]) -> float | None:

@@ -216,3 +216,33 @@ async def test_inventory_and_enrolment_exports_are_signed_read_back_and_usable(
     assert actions.count("audit.export.written") == 2
     with pytest.raises(ApiError, match="distinct client names"):
         await api(outpost, "post", "/v1/bundles/export/client-enrolment", {"clients": ["a", "a"], "user": "alice"})
+
+
+async def test_first_boot_trust_store_file_is_installed_once(tmp_path: Path) -> None:
+    from .conftest import start_server
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "trust-store.json").write_text("{ not json")
+    bad = await start_server(data)  # a broken provisioning file does not stop the server
+    try:
+        assert bad.server.bundles.trust() is None
+        assert (data / "trust-store.json").exists()
+    finally:
+        await bad.server.stop()
+    (data / "trust-store.json").write_text(json.dumps(trust_doc()))
+    good = await start_server(data)
+    try:
+        assert good.server.bundles.trust() is not None
+        assert not (data / "trust-store.json").exists() and (data / "trust-store.json.installed").exists()
+        audit = await api(good, "get", "/v1/audit?limit=10")
+        assert any(e["actor"] == "provisioning" for e in audit["entries"])
+    finally:
+        await good.server.stop()
+    (data / "trust-store.json").write_text(json.dumps(trust_doc()))  # never replaces an installed store
+    again = await start_server(data)
+    try:
+        assert (data / "trust-store.json").exists()
+        assert len((await api(again, "get", "/v1/bundles/trust"))["history"]) == 1
+    finally:
+        await again.server.stop()

@@ -118,3 +118,23 @@ async def test_server_reports_ready_only_after_its_listener_accepts(
     server.request_stop()
     await asyncio.wait_for(task, 30)
     assert await asyncio.wait_for(loop.sock_recv(s, 4096), 5) == b"STOPPING=1"
+
+
+def test_watchdog_thread_pings_only_while_the_main_loop_says_it_is_alive(
+    notify_socket: tuple[str, socket.socket],
+) -> None:
+    path, s = notify_socket
+    alive = [True]
+    n = Notifier({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "100000"})
+    assert n.watchdog_thread(lambda: alive[0]) is not None
+    assert s.recv(4096) == b"WATCHDOG=1"
+    alive[0] = False
+    while True:  # drain what was sent before the flag flipped
+        s.settimeout(0.3)
+        try:
+            s.recv(4096)
+        except TimeoutError:
+            break
+    with pytest.raises(TimeoutError):
+        s.recv(4096)  # a stuck main loop stops the pings: systemd restarts the service
+    assert Notifier({"NOTIFY_SOCKET": path}).watchdog_thread() is None  # no WatchdogSec: no thread
