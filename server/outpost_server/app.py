@@ -13,6 +13,7 @@ import datetime
 import secrets
 import time
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -47,7 +48,7 @@ from .keys import NodePublic
 from .net.derp import serve_derp
 from .net.derpmesh import MeshLink
 from .proto.derp import ServerInfo
-from .net.listener import PublicHTTP, tls_context
+from .net.listener import PublicHTTP, serve_tls, tls_context
 from .net.stun import start_stun
 from .proto.stun import StunCounters
 from .relay import Relay
@@ -204,8 +205,9 @@ class OutpostServer:
             th, tp = cfg.tls_listen
             self._servers.append(
                 await asyncio.start_server(
-                    self.public.serve_connection, th, tp, ssl=ctx, reuse_address=True, backlog=LISTEN_BACKLOG
-                )
+                    functools.partial(serve_tls, ctx, self.public.counters, self.public.serve_connection),
+                    th, tp, reuse_address=True, backlog=LISTEN_BACKLOG,
+                )  # fmt: skip
             )
         if cfg.stun_listen:
             sh, sp = cfg.stun_listen

@@ -156,3 +156,40 @@ def test_go_crypto_x509_accepts_the_chain(ca: OfflineCA, tmp_path: Path, dns_nam
         timeout=300,
     )
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stdout + out.stderr
+
+
+async def test_client_without_the_outpost_root_is_counted_and_logged(tmp_path: Path) -> None:
+    """A TLS client that does not trust our root fails its handshake; the server says so."""
+    import logging
+
+    from .conftest import start_server
+
+    seen: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())  # type: ignore[method-assign]
+    logging.getLogger("outpost_server.net.listener").addHandler(handler)
+    running = await start_server(tmp_path / "data")
+    try:
+        assert running.server.config.tls_listen is not None
+        host, port = running.server.config.tls_listen
+        stranger = ssl.create_default_context()  # the system store: no Outpost root in it
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await asyncio.open_connection(host, port, ssl=stranger, server_hostname=host)
+        counters = running.server.public.counters
+        for _ in range(100):
+            if counters.tls_handshake_failures:
+                break
+            await asyncio.sleep(0.05)
+        # Python's client hangs up without an alert; Go clients send one, which adds the hint
+        # about the root (checked with official clients in tests/interop/test_tls.py).
+        assert counters.tls_handshake_failures == 1
+        assert any(m.startswith("TLS handshake from 127.0.0.1") for m in seen), seen
+        # a client that has the root still gets through on the same listener
+        trusting = ssl.create_default_context(cafile=str(running.server.config.data_dir / "tls" / "root.pem"))
+        r, w = await asyncio.open_connection(host, port, ssl=trusting, server_hostname=host)
+        w.write(f"GET /generate_204 HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        assert (await r.readline()).startswith(b"HTTP/1.1 204")
+        w.close()
+    finally:
+        logging.getLogger("outpost_server.net.listener").removeHandler(handler)
+        await running.server.stop()

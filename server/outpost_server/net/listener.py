@@ -50,6 +50,8 @@ class ListenerCounters:
     bad_requests: int = 0
     bad_handshakes: int = 0
     noise_sessions: int = 0
+    tls_handshake_failures: int = 0
+    tls_untrusted_root: int = 0  # clients that refused our certificate (no Outpost root)
 
 
 @dataclass
@@ -199,6 +201,40 @@ class PublicHTTP:
             reader, writer, accepted.transport, accepted.peer, accepted.version, self.control_handler
         )
         await conn.run(initial=rest)
+
+
+TLS_HANDSHAKE_TIMEOUT_S = 15.0  # a TLS client that has not finished by then is not a client
+
+
+async def serve_tls(
+    ctx: ssl.SSLContext,
+    counters: ListenerCounters,
+    serve: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+) -> None:
+    """TLS on an accepted TCP connection, then the usual dispatcher.
+
+    The handshake is done here rather than by `start_server(ssl=...)` because
+    asyncio drops handshake failures silently; an operator whose clients lack
+    the Outpost root needs to see that, with the address and the reason.
+    """
+    peer = writer.get_extra_info("peername")
+    where = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+    try:
+        await writer.start_tls(ctx, ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT_S)
+    except (ssl.SSLError, OSError, TimeoutError, ConnectionError) as exc:
+        counters.tls_handshake_failures += 1
+        reason = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
+        hint = ""
+        text = str(exc).lower()
+        if isinstance(exc, ssl.SSLError) and ("unknown ca" in text or "bad certificate" in text):
+            counters.tls_untrusted_root += 1
+            hint = " (the client does not trust the Outpost root: give it DATA_DIR/tls/root.pem)"
+        log.warning("TLS handshake from %s failed: %s%s", where, reason, hint)
+        writer.transport.abort()
+        return
+    await serve(reader, writer)
 
 
 def tls_context(chain: str, key: str) -> ssl.SSLContext:
