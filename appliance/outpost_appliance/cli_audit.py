@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import hashlib
 import json
 import sys
 from typing import Any
@@ -42,39 +41,33 @@ def _verify(args: argparse.Namespace, client: Any) -> int:
 
 
 def _export(args: argparse.Namespace, client: Any) -> int:
-    from outpost_server.audit import AuditCorrupt, check_export  # noqa: PLC0415
+    from outpost_server.audit import check_export  # noqa: PLC0415
     from outpost_server.bundles.media import MediaError  # noqa: PLC0415
-    from outpost_server.bundles.removable import write_export  # noqa: PLC0415
+
+    from .media_export import write_and_verify  # noqa: PLC0415
 
     r = client.post("/v1/audit/export", {"from": args.from_seq, "to": args.until})
     data = base64.b64decode(r["data"])
+    key = bytes.fromhex(r["audit_key"])
     try:
-        written = write_export(args.to, r["name"], data)
+        done = write_and_verify(args.to, r["name"], data, lambda back: check_export(back, key, r["appliance"]))
     except (MediaError, OSError) as exc:
         print(f"outpost: export not written to {args.to}: {exc}", file=sys.stderr)
         return 2
-    problem = ""
-    if hashlib.sha256(written.readback).hexdigest() != r["sha256"]:
-        problem = "the bytes read back differ from the bytes written"
-    else:
-        try:
-            check_export(written.readback, bytes.fromhex(r["audit_key"]), r["appliance"])
-        except AuditCorrupt as exc:
-            problem = f"the read-back export does not verify: {exc}"
     client.post(
         "/v1/audit/export/written",
-        {"sha256": r["sha256"], "path": written.path, "device": args.to, "verified": not problem},
+        {"sha256": r["sha256"], "path": done.path, "device": args.to, "verified": not done.problem},
     )
-    if problem:
-        print(f"outpost: EXPORT FAILED at {written.path}: {problem}", file=sys.stderr)
+    if done.problem:
+        print(f"outpost: EXPORT FAILED at {done.path}: {done.problem}", file=sys.stderr)
         return 1
-    out = {"path": written.path, "sha256": r["sha256"], "size": len(data), "verified": True,
-           "audit_key": r["audit_key"], "how": written.how}
+    out = {"path": done.path, "sha256": r["sha256"], "size": len(data), "verified": True,
+           "audit_key": r["audit_key"], "how": done.how}
     if args.json:
         print(json.dumps(out, indent=2))
     else:
         print(
-            f"wrote {written.path} ({len(data)} bytes), read back and verified\n"
+            f"wrote {done.path} ({len(data)} bytes), read back and verified\n"
             f"sha256     {r['sha256']}\n"
             f"audit key  {r['audit_key']}  (give it to the auditor with the file)\n"
             f"check it anywhere with: outpost-audit-verify FILE --key {r['audit_key']}"

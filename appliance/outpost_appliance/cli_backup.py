@@ -378,12 +378,12 @@ def _prune(args: argparse.Namespace, c: Any) -> int:
 @_offline
 def _export(args: argparse.Namespace, c: Any) -> int:
     """Copy a backup to removable media (or a folder), read it back from the medium, verify it."""
-    import hashlib  # noqa: PLC0415
     import tempfile  # noqa: PLC0415
 
     from outpost_server.backup.archive import verify_file  # noqa: PLC0415
     from outpost_server.bundles.media import MediaError  # noqa: PLC0415
-    from outpost_server.bundles.removable import write_export  # noqa: PLC0415
+
+    from .media_export import write_and_verify  # noqa: PLC0415
 
     src = Path(args.backup)
     if not src.is_file():
@@ -392,29 +392,27 @@ def _export(args: argparse.Namespace, c: Any) -> int:
         print(f"outpost backup: no backup file {args.backup} (nor in {src.parent})", file=sys.stderr)
         return 2
     verify_file(src)  # never copy a damaged backup as if it were good
+
+    def check(back: bytes) -> object:
+        with tempfile.NamedTemporaryFile(suffix=".opbk") as tmp:
+            tmp.write(back)
+            tmp.flush()
+            return verify_file(Path(tmp.name))
+
     data = src.read_bytes()
-    digest = hashlib.sha256(data).hexdigest()
     try:
-        written = write_export(args.to, src.name, data)
+        done = write_and_verify(args.to, src.name, data, check)
     except (MediaError, OSError) as exc:
         print(f"outpost backup: not written to {args.to}: {exc}", file=sys.stderr)
         return 2
-    problem = ""
-    if hashlib.sha256(written.readback).hexdigest() != digest:
-        problem = "the bytes read back from the medium differ from the backup"
-    else:
-        with tempfile.NamedTemporaryFile(suffix=".opbk") as tmp:
-            tmp.write(written.readback)
-            tmp.flush()
-            verify_file(Path(tmp.name))
     try:
-        c.post("/v1/backup/exported", {"name": src.name, "to": args.to, "sha256": digest, "verified": not problem})
+        c.post("/v1/backup/exported", {"name": src.name, "to": args.to, "sha256": done.sha256, "verified": not done.problem})
     except Exception as exc:  # noqa: BLE001 - the copy stands; say the record is missing
         print(f"outpost backup: note: the server did not record the export ({exc})", file=sys.stderr)
-    if problem:
-        print(f"outpost backup: EXPORT FAILED at {written.path}: {problem}", file=sys.stderr)
+    if done.problem:
+        print(f"outpost backup: EXPORT FAILED at {done.path}: {done.problem}", file=sys.stderr)
         return 1
-    print(f"copied {src.name} to {written.path} ({_size(len(data))}), read back and verified\nsha256 {digest}")
+    print(f"copied {src.name} to {done.path} ({_size(len(data))}), read back and verified\nsha256 {done.sha256}")
     return 0
 
 

@@ -282,13 +282,11 @@ def _watch(args: argparse.Namespace, c: AdminClient) -> int:
 
 def _export(args: argparse.Namespace, c: AdminClient) -> int:
     """Ask the server for a signed outbound bundle, write it to the medium, read it back, verify."""
-    import hashlib  # noqa: PLC0415
-
-    from outpost_server.bundles.errors import BundleRejected  # noqa: PLC0415
-    from outpost_server.bundles.format import key_id_for  # noqa: PLC0415
-    from outpost_server.bundles.removable import write_export  # noqa: PLC0415
+    from outpost_server.bundles.format import decode_manifest, key_id_for, parse_frame  # noqa: PLC0415
     from outpost_server.bundles.trust import SignerKey, TrustStore  # noqa: PLC0415
     from outpost_server.bundles.verify import verify  # noqa: PLC0415
+
+    from .media_export import write_and_verify  # noqa: PLC0415
 
     if args.what == "inventory":
         kind, r = "node-inventory", c.post("/v1/bundles/export/inventory", {})
@@ -297,34 +295,28 @@ def _export(args: argparse.Namespace, c: AdminClient) -> int:
         if args.user:
             body["user"] = args.user
         kind, r = "client-enrolment", c.post("/v1/bundles/export/client-enrolment", body)
-    data = base64.b64decode(r["data"])
+    key = bytes.fromhex(r["appliance_key"])
+    kid = key_id_for(key)
+    trust = TrustStore({kid: SignerKey(kid, key, frozenset({kind}))}, {kind: 1})
+
+    def check(back: bytes) -> object:  # signed by this appliance's key, judged at its own creation time
+        created = decode_manifest(parse_frame(back).manifest_bytes).created
+        return verify(back, trust, None, created, {}, accept_kinds={kind})
+
     try:
-        written = write_export(args.to, r["name"], data)
+        done = write_and_verify(args.to, r["name"], base64.b64decode(r["data"]), check)
     except (MediaError, OSError) as exc:
         print(f"outpost: export not written to {args.to}: {exc}", file=sys.stderr)
         return 2
-    problem = ""
-    if hashlib.sha256(written.readback).hexdigest() != r["sha256"]:
-        problem = "the bytes read back differ from the bytes written"
-    else:
-        key = bytes.fromhex(r["appliance_key"])
-        kid = key_id_for(key)
-        trust = TrustStore({kid: SignerKey(kid, key, frozenset({kind}))}, {kind: 1})
-        try:
-            from outpost_server.bundles.format import decode_manifest, parse_frame  # noqa: PLC0415
-
-            created = decode_manifest(parse_frame(written.readback).manifest_bytes).created
-            verify(written.readback, trust, None, created, {}, accept_kinds={kind})
-        except BundleRejected as exc:
-            problem = f"the read-back bundle does not verify: {exc}"
-    c.post("/v1/audit/export/written", {"sha256": r["sha256"], "path": written.path, "device": args.to,
-                                        "verified": not problem})  # fmt: skip
-    if problem:
-        print(f"outpost: EXPORT FAILED at {written.path}: {problem}", file=sys.stderr)
+    c.post("/v1/audit/export/written", {"sha256": r["sha256"], "path": done.path, "device": args.to,
+                                        "verified": not done.problem})  # fmt: skip
+    if done.problem:
+        print(f"outpost: EXPORT FAILED at {done.path}: {done.problem}", file=sys.stderr)
         return 1
-    out = {"path": written.path, "sha256": r["sha256"], "kind": kind, "appliance_key": r["appliance_key"]}
-    _out(args, out, f"wrote {kind} bundle {written.path}, read back and verified\nsha256 {r['sha256']}"
-         + ("\nit carries usable enrolment keys: keep the medium with the devices it is for" if kind == "client-enrolment" else ""))  # fmt: skip
+    out = {"path": done.path, "sha256": r["sha256"], "kind": kind, "appliance_key": r["appliance_key"]}
+    note = "\nit carries usable enrolment keys: keep the medium with the devices it is for"
+    _out(args, out, f"wrote {kind} bundle {done.path}, read back and verified\nsha256 {r['sha256']}"
+         + (note if kind == "client-enrolment" else ""))  # fmt: skip
     return 0
 
 
