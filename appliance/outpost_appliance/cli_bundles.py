@@ -253,7 +253,7 @@ def intake_handler(
     def on_insert(event: MediaInserted) -> None:
         say(f"medium {event.device} ({event.fstype}, label {event.label or '-'}) inserted")
         try:
-            medium = read_medium(event.device, event.fstype)
+            medium = read_medium(event.device, event.fstype, userspace=True)  # never mounts
             r = upload(c, medium, event.label, event.serial, event.device)
         except (MediaError, ApiError, OSError) as exc:
             say(f"medium {event.device}: not read: {exc}")

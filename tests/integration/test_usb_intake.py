@@ -156,3 +156,25 @@ def test_real_medium_is_mounted_read_only_and_its_bundles_sorted(medium: tuple[s
             "link.opb": "symlink (not followed)",
             "loop": "symlink (not followed)",
         }
+
+
+def test_the_watcher_reads_media_in_user_space_with_the_same_rules(medium: tuple[str, str]) -> None:
+    """What the appliance's USB watcher does: no mount at all (mtools for FAT, debugfs for ext4)."""
+    fstype, dev = medium
+    if shutil.which("debugfs") is None:
+        pytest.skip("debugfs (e2fsprogs) not installed")
+    mounts_before = Path("/proc/mounts").read_text()
+    files = read_medium(dev, fstype, userspace=True)
+    assert Path("/proc/mounts").read_text() == mounts_before
+    assert files.how == {"vfat": "mtools", "ext4": "debugfs"}[fstype]
+    report = verify_loaded(files.files, TRUST, APP, NOW, {"policy": 1})
+    assert [n for n, _ in report.accepted] == ["good.opb", "outpost/newer.opb"]
+    assert {r.name: r.reason for r in report.rejected} == {
+        "corrupt.opb": "truncated: payloads declare 12 bytes, file has 7",
+        "replay.opb": "replayed: sequence 1 for policy, already accepted 1",
+    }
+    if fstype == "ext4":
+        assert {r.name: r.reason for r in files.ignored} == {
+            "link.opb": "symlink (not followed)",
+            "loop": "symlink (not followed)",
+        }

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import stat
 import subprocess
 from collections.abc import Iterator
@@ -79,8 +80,15 @@ def probe(device: str, field_name: str) -> str:
         return ""
 
 
-def read_medium(device: str, fstype: str | None = None) -> MediumFiles:
+def read_medium(device: str, fstype: str | None = None, *, userspace: bool = False) -> MediumFiles:
+    """The medium's bundle files. `userspace=True` (the appliance's watcher) never mounts:
+    FAT is read with mtools and ext2/3/4 with debugfs, so the watcher needs no mount
+    privilege and a hostile filesystem meets a sandboxed user-space parser, not the kernel."""
     fs = fstype or probe_fstype(device)
+    if userspace and fs in USERSPACE_EXT_FSTYPES:
+        return read_ext(device)
+    if userspace and fs in USERSPACE_FSTYPES:
+        return read_fat(device)
     if kernel_has(fs):
         report = IntakeReport()
         with mounted_readonly(device, fs) as root:
@@ -168,6 +176,113 @@ def read_fat(device: str) -> MediumFiles:
             out.ignored.append(
                 Rejected(rel, f"medium carries more than {MAX_TOTAL_BYTES} bytes of bundles")
             )
+            continue
+        out.files.append((rel, data))
+    return out
+
+
+# ------------------------------------------------------------ ext2/3/4 via debugfs
+USERSPACE_EXT_FSTYPES = frozenset({"ext2", "ext3", "ext4"})
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9._+-][A-Za-z0-9._+ -]{0,254}$")  # what we pass to debugfs unquoted
+_S_IFMT, _S_IFDIR, _S_IFREG, _S_IFLNK = 0o170000, 0o040000, 0o100000, 0o120000
+
+
+def _debugfs(device: str, request: str) -> subprocess.Popen[bytes]:
+    try:
+        return subprocess.Popen(
+            ["debugfs", "-R", request, device],  # no -w: the device is opened read-only
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, "LC_ALL": "C"},
+        )
+    except OSError as exc:
+        raise MediaError(f"debugfs: {exc} (install e2fsprogs to read ext4 media)") from None
+
+
+def ext_listing(device: str, directory: str) -> list[tuple[str, int]]:
+    """(name, mode) of a directory's entries, from `ls -p` (/inode/mode/uid/gid/name/size/)."""
+    proc = _debugfs(device, f"ls -p {directory}")
+    try:
+        out, _ = proc.communicate(timeout=MOUNT_TIMEOUT_SECONDS)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise MediaError(f"{device}: debugfs did not list {directory} in time") from None
+    entries = []
+    for line in out.decode("utf-8", "replace").splitlines():
+        parts = line.split("/")
+        if len(parts) < 7 or parts[0] != "":
+            continue
+        name = "/".join(parts[5:-2])
+        if name in (".", ".."):
+            continue
+        try:
+            entries.append((name, int(parts[2], 8)))
+        except ValueError:
+            continue
+    return entries
+
+
+def ext_paths(device: str, ignored: list[Rejected]) -> list[str]:
+    """Bundle file paths on an ext medium, with intake.find_bundles' rules and bounds."""
+    found: list[str] = []
+    visited = 0
+    queue: list[tuple[str, int]] = [("", 0)]
+    while queue:
+        rel_dir, depth = queue.pop(0)
+        for name, mode in sorted(ext_listing(device, "/" + rel_dir)):
+            visited += 1
+            rel = f"{rel_dir}/{name}" if rel_dir else name
+            if visited > MAX_SCAN_ENTRIES:
+                ignored.append(Rejected(rel, f"scan stopped after {MAX_SCAN_ENTRIES} entries"))
+                return sorted(found)
+            if name in JUNK_NAMES or name.startswith("."):
+                continue
+            kind = mode & _S_IFMT
+            if not _SAFE_NAME.match(name):
+                if name.lower().endswith(BUNDLE_SUFFIX) or kind == _S_IFDIR:
+                    ignored.append(Rejected(rel, "name has characters the reader does not accept"))
+                continue
+            if kind == _S_IFLNK:
+                ignored.append(Rejected(rel, "symlink (not followed)"))
+            elif kind == _S_IFDIR:
+                if depth + 1 < MAX_SCAN_DEPTH:
+                    queue.append((rel, depth + 1))
+            elif not name.lower().endswith(BUNDLE_SUFFIX):
+                continue
+            elif kind != _S_IFREG:
+                ignored.append(Rejected(rel, "not a regular file"))
+            elif len(found) >= MAX_BUNDLES:
+                ignored.append(Rejected(rel, f"more than {MAX_BUNDLES} bundles on the medium"))
+            else:
+                found.append(rel)
+    return sorted(found)
+
+
+def ext_read(device: str, rel: str) -> bytes:
+    """One file's bytes, at most MAX_BUNDLE_BYTES + 1 (so the verifier says too-large)."""
+    with contextlib.ExitStack() as stack:
+        proc = _debugfs(device, f"cat /{rel}")
+        stack.callback(lambda: proc.kill() if proc.poll() is None else None)
+        assert proc.stdout is not None
+        data = proc.stdout.read(MAX_BUNDLE_BYTES + 1)
+        proc.stdout.close()
+        if len(data) <= MAX_BUNDLE_BYTES and proc.wait(timeout=MTOOLS_READ_TIMEOUT_SECONDS) != 0:
+            raise MediaError(f"debugfs could not read {rel}")
+    return data
+
+
+def read_ext(device: str) -> MediumFiles:
+    out = MediumFiles(how="debugfs")
+    budget = MAX_TOTAL_BYTES
+    for rel in ext_paths(device, out.ignored):
+        try:
+            data = ext_read(device, rel)
+        except MediaError as exc:
+            out.ignored.append(Rejected(rel, f"unreadable: {exc}"))
+            continue
+        budget -= len(data)
+        if budget < 0:
+            out.ignored.append(Rejected(rel, f"medium carries more than {MAX_TOTAL_BYTES} bytes of bundles"))
             continue
         out.files.append((rel, data))
     return out
