@@ -75,6 +75,7 @@ def _server_config(args: argparse.Namespace) -> Any:
         mesh_key=read_mesh_key(Path(args.mesh_key_file)) if args.mesh_key_file else None,
         mesh_with=mesh_with,
         mesh_ca_files=tuple(Path(f) for f in (args.mesh_ca or [])),
+        admission_from=args.admission_from or "",
         derp_rate_bytes_per_s=args.derp_rate_limit,
         derp_rate_burst_bytes=args.derp_rate_burst,
         data_dir=_data_dir(args),
@@ -299,6 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="another relay of this site, https://HOST:PORT (repeatable or comma-separated)")  # fmt: skip
         sp.add_argument("--mesh-ca", action="append", metavar="FILE",
                         help="root certificate of another relay (its DATA_DIR/tls/root.pem); repeatable")  # fmt: skip
+        sp.add_argument("--admission-from", metavar="URL",
+                        help="relay-only appliance: admit the node keys registered on this control "
+                        "appliance, https://HOST:PORT (needs --mesh-key-file)")  # fmt: skip
         sp.add_argument("--derp-rate-limit", type=int, default=0, metavar="BYTES_PER_S",
                         help="per-client send rate announced to clients in ServerInfo (0 = none)")  # fmt: skip
         sp.add_argument("--derp-rate-burst", type=int, default=0, metavar="BYTES",

@@ -46,7 +46,9 @@ from .control.service import ControlService, ControlSettings
 from .db.engine import open_database, sqlite_url
 from .keys import NodePublic
 from .net.derp import serve_derp
-from .net.derpmesh import MeshLink
+from .net.derpmesh import MeshLink, parse_mesh_url
+from .net.meshadmission import AdmissionFeed
+from .relay import meshauth
 from .proto.derp import ServerInfo
 from .net.listener import PublicHTTP, serve_tls, tls_context
 from .net.stun import start_stun
@@ -63,6 +65,7 @@ LISTEN_BACKLOG = 4096  # a server restart brings every client back at once
 CA_CHECK_INTERVAL_S = 3600.0  # leaves renew weeks before expiry; hourly is plenty
 # Graceful shutdown tells DERP clients (Health + Restarting frames): come back in
 # RECONNECT ms and keep trying for TRY_FOR ms; NOTICE is how long we wait for the frames to go out.
+MESH_KEYS_MAX_AGE_S = 10.0  # the admitted-key answer is rebuilt at least this often (expiries)
 TRUST_PROVISION_FILE = "trust-store.json"  # read once at start while no trust store exists
 RESTART_RECONNECT_MS = 2000
 RESTART_TRY_FOR_MS = 60000
@@ -113,6 +116,7 @@ class OutpostServer:
         self._servers: list[asyncio.AbstractServer] = []
         self._tasks: list[asyncio.Task[Any]] = []
         self._stun_transport: asyncio.BaseTransport | None = None
+        self._mesh_keys_cache: tuple[int, float, str, bytes] | None = None
 
     # ---------------------------------------------------------------- build
     async def start(self) -> None:
@@ -154,6 +158,9 @@ class OutpostServer:
             derp_port=cfg.tls_listen[1] if cfg.tls_listen else 443,
             stun_port=cfg.stun_listen[1] if cfg.stun_listen else -1,
             can_port80=cfg.listen[1] == 80,
+            peers=tuple(
+                (*parse_mesh_url(u), cfg.stun_listen[1] if cfg.stun_listen else -1) for u in cfg.mesh_with
+            ),
         )
         self.registrar = Registrar(store, cfg.effective_server_url)
         self.policy = PolicyState(store)
@@ -191,6 +198,7 @@ class OutpostServer:
             derp_upgrade=derp_upgrade,
             pending_page=self._pending_page,
             crl=self._crl,
+            mesh_keys=self._mesh_keys if cfg.mesh_key is not None else None,
         )
         host, port = cfg.listen
         self._servers.append(
@@ -239,6 +247,12 @@ class OutpostServer:
         self._tasks.append(asyncio.create_task(uv.serve(sockets=[sock])))
         self._tasks.append(asyncio.create_task(self._ca_maintenance()))
         self.mesh_links = []
+        self.admission_feed = None
+        if cfg.mesh_key is not None and cfg.admission_from:
+            roots = [str(cfg.data_dir / "tls" / "root.pem"), *map(str, cfg.mesh_ca_files)]
+            feed = self.admission_feed = AdmissionFeed(relay, cfg.mesh_key, cfg.admission_from, lambda: roots)
+            relay.set_admission(lambda k: self._admit(k) or feed.admits(k))
+            self._tasks.append(asyncio.create_task(feed.run(), name="admission-feed"))
         if cfg.mesh_key is not None:
             tls_dir = cfg.data_dir / "tls"
             extra = [str(p) for p in cfg.mesh_ca_files]
@@ -265,6 +279,23 @@ class OutpostServer:
         log.info("first trust store installed from %s", path)
 
     # ------------------------------------------------------------ relay glue
+    def _mesh_keys(self, head: Any) -> tuple[int, bytes, list[tuple[str, str]]]:
+        """GET /derp/mesh/keys for a relay-only peer: the registered, unexpired node keys."""
+        proof = (head.header(meshauth.NONCE_HEADER), head.header(meshauth.MAC_HEADER))
+        if not meshauth.check(self.config.mesh_key, *proof):
+            return 403, b'{"error":"mesh key proof missing or wrong"}', []
+        now_m = time.monotonic()
+        cached = self._mesh_keys_cache
+        if cached is None or cached[0] != self.store.node_changes or now_m - cached[1] > MESH_KEYS_MAX_AGE_S:
+            now = utcnow()
+            keys = [n.node_key for n in self.store.nodes().values() if not n.is_expired(now)]
+            etag, body = meshauth.encode(keys)
+            cached = self._mesh_keys_cache = (self.store.node_changes, now_m, etag, body)
+        _, _, etag, body = cached
+        if (head.header("if-none-match") or "").strip('"') == etag:
+            return 304, b"", [("ETag", f'"{etag}"')]
+        return 200, body, [("ETag", f'"{etag}"')]
+
     def _admit(self, key: NodePublic) -> bool:
         """Only node keys currently registered and not expired may use the relay."""
         node = self.store.node_by_key(key)

@@ -56,6 +56,8 @@ class ServerConfig:
     mesh_key: bytes | None = field(default=None, repr=False)
     mesh_with: tuple[str, ...] = ()  # https://HOST:PORT of the other relays
     mesh_ca_files: tuple[Path, ...] = ()  # roots of the other relays, besides our own
+    # A relay-only appliance: admit the node keys this control appliance has registered.
+    admission_from: str = ""  # https://HOST:PORT
     # Advisory per-client send rate announced in ServerInfo (0 = none, as derper).
     derp_rate_bytes_per_s: int = 0
     derp_rate_burst_bytes: int = 0
@@ -86,7 +88,9 @@ class ServerConfig:
             raise InvalidInput("--mesh-with needs --mesh-key-file (the key all meshed relays share)")
         if self.mesh_key is not None and len(self.mesh_key) != MESH_KEY_BYTES:
             raise InvalidInput(f"mesh key must be {MESH_KEY_BYTES} bytes (64 hex digits)")
-        for url in self.mesh_with:
+        if self.admission_from and self.mesh_key is None:
+            raise InvalidInput("--admission-from needs --mesh-key-file (it authenticates the request)")
+        for url in (*self.mesh_with, *([self.admission_from] if self.admission_from else [])):
             u = urlsplit(url)
             if u.scheme != "https" or not u.hostname:
                 raise InvalidInput(f"mesh peer must be https://HOST[:PORT], got {url!r}")

@@ -183,3 +183,66 @@ def test_mesh_configuration_is_checked(tmp_path: Path) -> None:
         read_mesh_key(f)
     f.write_text(" " + "ab" * 32 + "\n")
     assert read_mesh_key(f) == bytes([0xAB]) * 32
+
+
+async def test_relay_only_appliance_admits_what_the_control_appliance_registered(tmp_path: Path) -> None:
+    from nacl.public import PrivateKey as NaclPrivateKey
+
+    from outpost_server.net import meshadmission
+    from outpost_server.sim.client import SimNode, fetch_server_key
+
+    key = os.urandom(32)
+    a, b = Site(tmp_path, "a"), Site(tmp_path, "b")
+    await a.start(key, (b.url,), (b.root,))
+    cfg_b = ServerConfig(
+        data_dir=b.data, listen=("127.0.0.1", b.port), tls_listen=("127.0.0.1", b.tls_port), stun_listen=None,
+        mesh_key=key, mesh_with=(a.url,), mesh_ca_files=(a.root,), admission_from=a.url,
+    )  # fmt: skip
+    b.server = OutpostServer(cfg_b)
+    await b.server.start()
+    assert a.server and b.server
+    a.server.relay.set_admission(a.server._admit)  # the real hook (Site.start opened it)
+    feed = b.server.admission_feed
+    assert feed is not None
+    feed._poll_s = 0.2
+    node = SimNode("laptop")
+    try:
+        owner = a.server.store.create_user("alice")
+        _, secret = a.server.store.create_enrolment_key(user_id=owner.id)
+        await node.connect("127.0.0.1", a.port, await fetch_server_key("127.0.0.1", a.port))
+        assert not (await node.register(secret)).get("Error")
+        await eventually(lambda: NodePublic_of(node) in feed.keys, what="B learning the registered key")
+
+        registered = await AsyncDerpClient.open(b.port, NaclPrivateKey(node.node.secret_bytes()))
+        await registered.login()  # admitted by B although B's own database is empty
+        assert b.server.relay.is_connected(NodePublic_of(node))
+        stranger = await AsyncDerpClient.open(b.port)
+        with pytest.raises((EOFError, ConnectionError)):
+            await stranger.login()  # unknown everywhere: refused at ClientInfo, no ServerInfo
+        assert b.server.relay.stats().connections_refused >= 1
+
+        nid = next(iter(a.server.store.nodes()))
+        a.server.store.delete_node(nid)  # deleted on the control appliance ...
+        await eventually(lambda: not b.server.relay.is_connected(NodePublic_of(node)), what="B cutting it")
+        await registered.close()
+        await stranger.close()
+    finally:
+        await node.close()
+        await a.server.stop()
+        await b.server.stop()
+
+    # A wrong mesh key gets a 403 and no keys
+    bad = meshadmission.AdmissionFeed(b.server.relay, os.urandom(32), a.url, lambda: [str(a.root)])
+    a2 = await a.start(key, (), ())
+    try:
+        with pytest.raises(Exception, match="HTTP 403"):
+            await bad.poll_once()
+        assert bad.keys == frozenset()
+    finally:
+        await a2.stop()
+
+
+def NodePublic_of(node: object) -> object:  # noqa: N802 - reads like the type it returns
+    from outpost_server.keys import NodePublic
+
+    return NodePublic(node.node.public_raw)  # type: ignore[attr-defined]

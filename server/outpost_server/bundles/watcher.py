@@ -50,12 +50,16 @@ class UsbWatcher:
         self.on_insert(event)
         return event
 
-    def run(self) -> None:  # pragma: no cover - needs udev
+    def run(self, on_listening: Callable[[], None] = lambda: None) -> None:  # pragma: no cover - needs udev
         import pyudev  # type: ignore[import-untyped]  # noqa: PLC0415 - only the live loop needs udev
 
         context = pyudev.Context()
         monitor = pyudev.Monitor.from_netlink(context)
         monitor.filter_by("block")
+        # Listen first, then look at what is already there: a stick plugged in between the
+        # two is seen twice (handle() ignores the repeat) instead of not at all.
+        monitor.start()
+        on_listening()
         for device in context.list_devices(subsystem="block"):  # media present at start
             self.handle("add", {str(k): str(v) for k, v in device.properties.items()})
         for device in iter(monitor.poll, None):

@@ -44,28 +44,39 @@ class DerpSettings:
     derp_port: int
     stun_port: int  # -1 disables STUN
     can_port80: bool
+    # Other relays of this site, meshed with ours (--mesh-with): (host, DERP port, STUN port).
+    # They join our region as further nodes; a client homes on the first it can reach.
+    peers: tuple[tuple[str, int, int], ...] = ()
 
 
-def derp_map(s: DerpSettings) -> dict[str, Any]:
+def _derp_node(region_id: int, letter: str, host: str, derp_port: int, stun_port: int) -> dict[str, Any]:
     node: dict[str, Any] = {
-        "Name": f"{s.region_id}a",
-        "RegionID": s.region_id,
-        "HostName": s.host,
-        "DERPPort": s.derp_port,
-        "STUNPort": s.stun_port,
+        "Name": f"{region_id}{letter}",
+        "RegionID": region_id,
+        "HostName": host,
+        "DERPPort": derp_port,
+        "STUNPort": stun_port,
     }
     try:
-        addr = ip_address(s.host)
+        addr = ip_address(host)
     except ValueError:
         addr = None
     if isinstance(addr, IPv4Address):
-        node["IPv4"] = s.host
+        node["IPv4"] = host
         node["IPv6"] = "none"
     elif addr is not None:
-        node["IPv6"] = s.host
+        node["IPv6"] = host
         node["IPv4"] = "none"
+    return node
+
+
+def derp_map(s: DerpSettings) -> dict[str, Any]:
+    node = _derp_node(s.region_id, "a", s.host, s.derp_port, s.stun_port)
     if s.can_port80:
         node["CanPort80"] = True
+    nodes = [node] + [
+        _derp_node(s.region_id, chr(ord("b") + i), h, dp, sp) for i, (h, dp, sp) in enumerate(s.peers[:24])
+    ]
     return {
         # Only our own region: nothing Outpost sends ever names a public relay.
         "Regions": {
@@ -73,7 +84,7 @@ def derp_map(s: DerpSettings) -> dict[str, Any]:
                 "RegionID": s.region_id,
                 "RegionCode": s.region_code,
                 "RegionName": s.region_name,
-                "Nodes": [node],
+                "Nodes": nodes,
             }
         },
         "omitDefaultRegions": True,

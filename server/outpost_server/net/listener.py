@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from ..errors import HTTPRequestError, NoiseError
 from ..keys import PrivateKey
 from ..proto import http1, noise
+from ..relay.meshauth import MESH_KEYS_PATH
 from .h2conn import H2ServerConnection, Handler
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,8 @@ class PublicHTTP:
     derp_upgrade: DerpUpgrade | None = None
     pending_page: Callable[[str], str | None] = lambda _id: None
     crl: Callable[[], bytes | None] = lambda: None
+    # GET /derp/mesh/keys for a relay-only peer: (request head) -> (status, body, headers)
+    mesh_keys: Callable[[http1.RequestHead], tuple[int, bytes, list[tuple[str, str]]]] | None = None
     counters: ListenerCounters = field(default_factory=ListenerCounters)
     _open: set[asyncio.StreamWriter] = field(default_factory=set)
 
@@ -146,6 +149,9 @@ class PublicHTTP:
                 writer.write(http1.response(404, b"no certificate authority\n"))
             else:
                 writer.write(http1.response(200, crl, content_type="application/pkix-crl"))
+        elif path == MESH_KEYS_PATH and head.method == "GET" and self.mesh_keys is not None:
+            status, body, headers = self.mesh_keys(head)
+            writer.write(http1.response(status, body, headers, content_type="application/json"))
         elif path == "/health":
             writer.write(http1.response(200, b"ok\n"))
         elif path.startswith("/register/"):

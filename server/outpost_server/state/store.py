@@ -93,6 +93,7 @@ class Store:
         self._key_by_prefix: dict[str, EnrolmentKeyId] = {}
         self._names: set[str] = set()
         self._listeners: list[Listener] = []
+        self._node_changes = 0
         self._alloc = AddressAllocator()
         self._load()
 
@@ -125,7 +126,13 @@ class Store:
     def subscribe(self, listener: Listener) -> None:
         self._listeners.append(listener)
 
+    @property
+    def node_changes(self) -> int:
+        """How many node changes were published so far: a cheap 'did anything change' stamp."""
+        return self._node_changes
+
     def _emit(self, change: NodeChange) -> None:
+        self._node_changes += 1
         for listener in self._listeners:
             listener(change)
 
