@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ..control.fanout import Fanout
@@ -28,6 +29,12 @@ class ApiContext:
     audit_sink: Callable[[str, str, dict[str, Any]], None] | None = None
     audit_chain: Any = None  # outpost_server.audit.AuditLog, for reading and verifying
     backups: Any = None  # outpost_server.backup.service.BackupService
+    certs: Any = None  # outpost_server.ca.service.ServerCertificates
+    data_dir: Path | None = None  # for the disk-use figure in /v1/status
+    # The last explicit chain verification (POST /v1/audit/verify), shared by
+    # every request's copy of the context: /v1/status reports it rather than
+    # re-verifying the whole chain on every poll.
+    audit_verified: dict[str, Any] = field(default_factory=dict)
     actor: str = "admin-api"
 
     def audit(self, action: str, **details: Any) -> None:
