@@ -9,21 +9,10 @@ from .base import OutpostScreen
 
 # mode name -> (title, feature that brings it, what the screen will do)
 UPCOMING: dict[str, tuple[str, str, str]] = {
-    "policy": (
-        "Policy",
-        "the policy editor",
-        "view, edit, test and apply the access policy (ACLs, tags, groups)",
-    ),
     "bundles": (
         "USB bundles",
         "USB bundles",
         "write and import offline bundles (client installers, updates) on USB media",
-    ),
-    "audit": ("Audit log", "the audit log", "browse the audit log and check its hash chain"),
-    "certificates": (
-        "Certificates",
-        "certificate management",
-        "show the TLS certificates, their expiry, and renew them",
     ),
 }
 
