@@ -19,7 +19,8 @@ from ..widgets.safe import SafeInput
 from .base import OutpostScreen
 from .text_view import TextViewScreen
 
-PAGE = 100  # entries per request (the server allows up to 1000)
+PAGE = 100  # entries per request
+MAX_PAGE = 1000  # the server's limit per request (api/audit.py MAX_AUDIT_PAGE)
 DETAILS_CHARS = 70  # in the table; Enter shows everything
 
 
@@ -112,12 +113,21 @@ bundles feature: this screen does not export. `outpost audit show` and
 
     # ------------------------------------------------------------ loading
     def reload(self) -> None:
-        self.load()
+        """The newest entries, as far back as the admin had paged (coming back
+        from an entry's details must not lose the older pages)."""
+        self.load(int(self.entries[-1]["seq"]) if self.entries else 0)
 
     @work(exclusive=True, group="audit-load")
-    async def load(self) -> None:
+    async def load(self, oldest: int = 0) -> None:
+        client = self.console_app.client
         try:
-            page = await self.console_app.client.audit(0, PAGE)
+            if oldest > 0:
+                limit = min(MAX_PAGE, self.last_seq - oldest + 1 + PAGE)
+                page = await client.audit(oldest, limit)
+                if page.get("entries") and page["entries"][-1]["seq"] < page.get("last_seq", 0):
+                    page = await client.audit(0, PAGE)  # too much new: start again at the top
+            else:
+                page = await client.audit(0, PAGE)
         except ApiError as exc:
             self.report(exc, "load the audit log")
             return

@@ -287,6 +287,8 @@ the root key from the box) is done with `outpost ca` on the box, not here.
         body = Text()
         body.append(f"{root['subject']}\n")
         body.append(f"valid {when(root['not_before'])} to {when(root['not_after'])} UTC\n")
-        body.append(f"SHA-256 {root['sha256']}\n\n", style="bold")
+        fp = str(root["sha256"])
+        half = len(fp) // 2 + 1  # two lines of 16 bytes: an 80-column console fits them
+        body.append(f"SHA-256 {fp[:half - 1]}\n        {fp[half:]}\n\n", style="bold")
         body.append(str(root.get("pem", "")))
         self.app.push_screen(TextViewScreen("Root certificate (public)", body, EXPORT_HINT))

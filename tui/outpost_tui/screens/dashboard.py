@@ -79,7 +79,7 @@ def disk_tile(d: dict[str, Any] | None) -> Tile:
     percent = 100 * used / (used + free) if used + free else 0.0
     return Tile(
         f"{percent:.0f}% used",
-        f"{size(free)} free of {size(int(d.get('total') or 0))} in the data directory",
+        f"{size(free)} free of {size(int(d.get('total') or 0))}",
         attention=DISK_ATTENTION_PERCENT < percent < DISK_BAD_PERCENT,
         bad=percent >= DISK_BAD_PERCENT,
     )

@@ -127,7 +127,8 @@ with the old text; nodes follow at once).
         info = self.query_one("#policy-info", Static)
         text = self.query_one("#policy-text", Static)
         if current.get("id") is None:
-            info.update(f"No policy set. {fmt(current.get('note'))}. Press a to apply a file.")
+            note = str(current.get("note") or "no policy set")
+            info.update(f"{note[:1].upper()}{note[1:]}. Press a to apply a file.")
             text.update(Text("(no policy)", style="italic"))
         else:
             info.update(f"Current: {describe(current)}")
