@@ -60,7 +60,11 @@ def test_audit_tile_reports_the_last_verification_and_a_broken_chain_is_bad() ->
     never = audit_tile({"entries": 9, "last_checkpoint_seq": None, "verified": None})
     assert never.value == "not verified yet" and not never.bad
     good = audit_tile(
-        {"entries": 9, "last_checkpoint_seq": 8, "verified": {"ok": True, "last_seq": 9, "at": None}}
+        {
+            "entries": 9,
+            "last_checkpoint_seq": 8,
+            "verified": {"ok": True, "last_seq": 9, "at": None},
+        }
     )
     assert good.value == "intact up to entry 9" and "checkpoint at 8" in good.detail
     broken = audit_tile(

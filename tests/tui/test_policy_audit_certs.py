@@ -21,10 +21,13 @@ from outpost_tui.screens.policy_file import PolicyFileScreen
 from outpost_tui.screens.revoke_form import RevokeReasonScreen
 from outpost_tui.screens.text_view import TextViewScreen
 
-from .conftest import Server, screen_text, wait_text, wait_until
+from .conftest import Server, wait_text, wait_until
 from .test_screens import notified, rows
 
-OPEN = '{\n  // everyone, everywhere\n  "acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}],\n}\n'
+OPEN = (
+    '{\n  // everyone, everywhere\n'
+    '  "acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}],\n}\n'
+)
 SSH_ONLY = '{\n  "acls": [{"action": "accept", "src": ["*"], "dst": ["*:22"]}],\n}\n'
 # Line 3 lacks a comma; the server says where.
 BROKEN = '{\n  "acls": [\n    {"action": "accept" "src": ["*"], "dst": ["*:22"]},\n  ],\n}\n'
@@ -39,6 +42,10 @@ async def open_screen(app: Any, pilot: Any, key: str, cls: type) -> Any:
         pilot, lambda: isinstance(app.screen, cls) and app.screen.loaded.is_set(), what=cls.__name__
     )
     return app.screen
+
+
+def form_error(dialog: Any) -> str:
+    return str(dialog.query_one("#form-error").render())
 
 
 def current_policy(server: Server) -> Any:
@@ -119,7 +126,9 @@ async def test_policy_file_check_reports_line_and_column_and_apply_asks_first(
         assert app.screen is dialog and dialog.query_one("#path").value == str(broken)
         dialog.query_one("#path").value = str(bad_port)
         await pilot.press("enter")
-        await wait_until(pilot, lambda: "port out of range" in str(dialog.query_one("#form-error").render()))
+        await wait_until(
+            pilot, lambda: "port out of range" in str(dialog.query_one("#form-error").render())
+        )
         # a valid one: checked, nothing applied
         dialog.query_one("#path").value = str(good)
         await pilot.press("enter")
@@ -131,7 +140,9 @@ async def test_policy_file_check_reports_line_and_column_and_apply_asks_first(
         await wait_until(pilot, lambda: isinstance(app.screen, PolicyFileScreen))
         dialog = app.screen
         await pilot.press(*str(broken), "tab", *"lock down", "enter")
-        await wait_until(pilot, lambda: "line 3, column" in str(dialog.query_one("#form-error").render()))
+        await wait_until(
+            pilot, lambda: "line 3, column" in str(dialog.query_one("#form-error").render())
+        )
         dialog.query_one("#path").value = str(good)
         await pilot.press("enter")
         await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
@@ -144,7 +155,9 @@ async def test_policy_file_check_reports_line_and_column_and_apply_asks_first(
         await wait_text(pilot, app, "Current: version 1", '"lock down"')
 
 
-async def test_policy_screen_reports_the_server_going_away(server: Server, make_app: Any, tmp_path: Path) -> None:
+async def test_policy_screen_reports_the_server_going_away(
+    server: Server, make_app: Any, tmp_path: Path
+) -> None:
     good = tmp_path / "good.hujson"
     good.write_text(SSH_ONLY)
     app = make_app()
@@ -176,7 +189,9 @@ async def test_audit_pages_filters_shows_details_and_verifies(
         table = screen.query_one("#audit", DataTable)
         assert [int(r[0]) for r in rows(table)] == [last, last - 1, last - 2, last - 3]
         assert rows(table)[0][3] == "user.create" and rows(table)[0][2].startswith("console")
-        await wait_text(pilot, app, f"{last} entries in the log; loaded entries {last - 3} to {last}")
+        await wait_text(
+            pilot, app, f"{last} entries in the log; loaded entries {last - 3} to {last}"
+        )
         # older pages until the first entry
         while int(rows(table)[-1][0]) > 1:
             n = table.row_count
@@ -262,7 +277,10 @@ async def test_certs_screen_renews_and_revokes_with_confirmations(
         await wait_text(pilot, app, "Unknown reason")
         await pilot.press("ctrl+u", *"key-compromise", "enter")
         await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
-        assert f"certificate {first}" in app.screen.question and "key-compromise" in app.screen.question
+        assert (
+            f"certificate {first}" in app.screen.question
+            and "key-compromise" in app.screen.question
+        )
         await pilot.press("escape")
         await wait_until(pilot, lambda: app.screen is screen)
         await pilot.pause(0.3)
