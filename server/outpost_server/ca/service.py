@@ -69,8 +69,12 @@ class ServerCertificates:
         return OfflineCA.open(self.ca_dir)
 
     def _adopt(self, files: TLSFiles) -> bool:
-        """Serve `files` if they are a new generation; True if the listener was reloaded."""
-        if files.generation == self.files.generation:
+        """Serve `files` if they are a newer generation; True if they were taken.
+
+        Generations only grow. An hourly check that read the files just before an
+        admin's renewal finishes after it must not bring the older leaf back.
+        """
+        if files.generation <= self.files.generation:
             return False
         if self.ssl_context is not None:
             self.ssl_context.load_cert_chain(str(files.leaf_chain), str(files.leaf_key))
