@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from cryptography import x509
 
-from outpost_appliance.apiclient import AdminClient, ApiError
+from outpost_appliance.apiclient import AdminClient, ApiError, actor
 
 from .conftest import Running
 
@@ -71,7 +71,7 @@ async def test_renew_now_replaces_the_served_leaf_and_is_audited(outpost: Runnin
     after = await call(client, "get", "/v1/certs")
     assert after["leaf"]["serial"] == r["serial"]
     renewals = [(actor, d) for a, actor, d in await audit_actions(client) if a == "ca.leaf.renew"]
-    assert renewals[-1][0].startswith("cli:") and renewals[-1][1]["serial"] == r["serial"]
+    assert renewals[-1][0] == actor() and renewals[-1][1]["serial"] == r["serial"]
     assert before["serial"] in renewals[-1][1]["detail"]  # "replaces <old serial>"
     status = await call(client, "get", "/v1/status")
     assert status["certs"]["leaf_days_left"] >= 396
