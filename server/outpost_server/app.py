@@ -36,6 +36,7 @@ from .api.context import ApiContext
 from .bundles.service import BundleService
 from .ca import OfflineCA
 from .ca.local import ca_directory, ensure_tls_events
+from .ca.service import ServerCertificates
 from .config import ServerConfig
 from .errors import OutpostError
 from .control.fanout import Fanout
@@ -217,6 +218,10 @@ class OutpostServer:
                     th, tp, reuse_address=True, backlog=LISTEN_BACKLOG,
                 )  # fmt: skip
             )
+        self.certs = ServerCertificates(
+            cfg.data_dir / "tls", cfg.site_name, tls_names, self.tls, self._ssl_ctx,
+            clock=utcnow_aware,
+        )
         if cfg.stun_listen:
             sh, sp = cfg.stun_listen
             self._stun_transport = await start_stun(sh, sp, self.stun_counters)
@@ -238,6 +243,8 @@ class OutpostServer:
             backups=self.backups,
             bundles=self.bundles,
             root_pem=lambda: (cfg.data_dir / "tls" / "root.pem").read_bytes(),
+            certs=self.certs,
+            data_dir=cfg.data_dir,
         )
         sock = _unix_socket(cfg.admin_socket)
         uv = _EmbeddedUvicorn(
@@ -350,19 +357,12 @@ class OutpostServer:
 
     async def _ca_maintenance(self) -> None:
         """Renew the TLS leaf well before expiry; new handshakes use the new one,
-        existing connections keep theirs (no client notices)."""
-        last = self.tls.generation
+        existing connections keep theirs (no client notices). `self.certs` owns
+        the reload, shared with an admin's "renew now" (POST /v1/certs/renew)."""
         while True:
             await asyncio.sleep(CA_CHECK_INTERVAL_S)
             try:
-                leaf, events = ensure_tls_events(
-                    self.config.data_dir / "tls", self.config.site_name, self._tls_names, utcnow_aware()
-                )
-                self._record_ca(events)
-                if leaf.generation != last and self._ssl_ctx is not None:
-                    self._ssl_ctx.load_cert_chain(str(leaf.leaf_chain), str(leaf.leaf_key))
-                    last = leaf.generation
-                    log.info("TLS certificate reloaded (generation %s)", leaf.generation)
+                self._record_ca(await self.certs.maintain())
             except Exception:
                 log.exception("CA maintenance failed; will retry")
 

@@ -142,9 +142,22 @@ def all_text(app: OutpostConsole) -> str:
 
 
 _MASKS = (
+    # certificate fingerprints (before the time mask, which would eat "12:34:56" in them)
+    (re.compile(r"\b(?:[0-9A-F]{2}:){3,}[0-9A-F]{2}\b"), lambda m: "#" * len(m.group())),
+    (re.compile(r"\b[0-9a-f]{13,}"), lambda m: "#" * len(m.group())),  # serials, hashes
     (re.compile(r"127\.0\.0\.1:\d+"), lambda m: "127.0.0.1:" + "#" * (len(m.group()) - 10)),
     (re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d(:\d\d)?"), lambda m: "#" * len(m.group())),
     (re.compile(r"\d\d:\d\d:\d\d"), lambda m: "##:##:##"),
+    # certificate dates, also when a table cell cuts them short ("valid until 2031-1")
+    (re.compile(r"\b20\d\d-[\d-]*"), lambda m: "#" * len(m.group())),
+    (re.compile(r'(?<="127\.0\.0\.1", ")\d+'), lambda m: "#" * len(m.group())),  # audited ports
+    # disk use changes with whatever else the machine stores
+    # (with the padding after them, so a figure one digit longer keeps the line's length)
+    (re.compile(r"\b\d+% used +"), lambda m: "##% used".ljust(len(m.group()))),
+    (
+        re.compile(r"[\d.]+ [KMG]?i?B free of [\d.]+ [KMG]?i?B +"),
+        lambda m: "# free of #".ljust(len(m.group())),
+    ),
     # relative times change length ("9s ago", "10s ago"), but not their column
     (re.compile(r"\b\d+[smhd] ago *"), lambda m: "~ago".ljust(len(m.group()))),
     (re.compile(r"v\d+\.\d+\.\d+\S*"), lambda m: "v" + "#" * (len(m.group()) - 1)),

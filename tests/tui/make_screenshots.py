@@ -57,6 +57,23 @@ VGA = TerminalTheme(
 
 SIZE = (100, 30)
 
+POLICY_V1 = """{
+  // Everyone may reach everything (the default without a policy).
+  "acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}],
+}
+"""
+POLICY_V2 = """{
+  // Admins reach every server on SSH; everyone reaches the web servers.
+  "groups": {"group:admins": ["alice@"]},
+  "tagOwners": {"tag:web": ["group:admins"]},
+  "acls": [
+    {"action": "accept", "src": ["group:admins"], "dst": ["*:22"]},
+    {"action": "accept", "src": ["*"], "dst": ["tag:web:80,443"]},
+  ],
+  "tests": [{"src": "alice@", "accept": ["tag:web:443"]}],
+}
+"""
+
 
 def save(app: OutpostConsole, out: Path, name: str) -> None:
     width, height = app.size
@@ -106,6 +123,15 @@ async def shoot(server: Server, out: Path) -> None:
     store.create_enrolment_key(
         user_id=store.user_by_name("bob").id, reusable=True, description="lab"
     )
+    # Two policy versions, so the Policy screen has a history and a diff.
+    store.save_policy(POLICY_V1, "cli:admin", "initial: everyone everywhere")
+    store.save_policy(POLICY_V2, "console:admin", "admins only on SSH")
+    broken = Path(server.data_dir) / "policy-draft.hujson"
+    broken.write_text(POLICY_V2.replace('"accept", "src"', '"accept" "src"'))
+    client = AsyncAdminClient(server.socket_path)
+    for name in ("carol", "dave"):
+        await client.create_user(name)
+    await client.aclose()
     lock = ConsoleLock(Path(server.data_dir) / "console-lock.json")
     lock.set("screenshot")
     app = OutpostConsole(AsyncAdminClient(server.socket_path), lock, poll_interval=0.5)
@@ -150,9 +176,34 @@ async def shoot(server: Server, out: Path) -> None:
         await settle(pilot)
         save(app, out, "key-secret")
         await pilot.press("enter", "5")
-        await wait_text(pilot, app, "arrives with")
+        await wait_text(pilot, app, "Current: version 2", "group:admins")
         await settle(pilot)
-        save(app, out, "policy-stub")
+        save(app, out, "policy")
+        app.screen.query_one("#history").move_cursor(row=1)
+        await pilot.press("d")
+        await wait_text(pilot, app, "Changes from version 1")
+        await settle(pilot)
+        save(app, out, "policy-diff")
+        await pilot.press("escape", "c")
+        await wait_text(pilot, app, "Check a policy file")
+        await pilot.press(*str(broken), "enter")
+        await wait_text(pilot, app, ", column")
+        await settle(pilot)
+        save(app, out, "policy-check")
+        await pilot.press("escape", "6")
+        await wait_text(pilot, app, "USB bundles")
+        await settle(pilot)
+        save(app, out, "usb")
+        await pilot.press("8")
+        await wait_text(pilot, app, "entries in the log")
+        await pilot.press("v")
+        await wait_text(pilot, app, "Chain verified")
+        await pilot.pause(3.5)  # let the notice go
+        save(app, out, "audit")
+        await pilot.press("9")
+        await wait_text(pilot, app, "Issued certificates")
+        await settle(pilot)
+        save(app, out, "certs")
         await pilot.press("2", "f1")
         await wait_text(pilot, app, "Keys on this screen")
         await settle(pilot)

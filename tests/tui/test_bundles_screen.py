@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from outpost_tui.client import console_actor
+
 import json
 import time
 from typing import Any
@@ -76,7 +78,7 @@ async def test_approve_asks_then_applies_and_rejected_files_show_why(
             pilot, lambda: "applied" in [str(c) for c in table.get_row_at(1)][1], what="refresh"
         )
         entries = server.server.audit_log.entries()  # type: ignore[union-attr]
-        assert [e.actor for e in entries if e.action == "bundle.apply"] == ["console"]
+        assert [e.actor for e in entries if e.action == "bundle.apply"] == [console_actor()]
 
 
 async def test_reject_needs_a_reason_and_records_it(server: Server, make_app: Any) -> None:
@@ -95,4 +97,4 @@ async def test_reject_needs_a_reason_and_records_it(server: Server, make_app: An
         await wait_until(pilot, lambda: not isinstance(app.screen, RejectScreen))
         svc = server.server.bundles  # type: ignore[union-attr]
         await wait_until(pilot, lambda: svc.get(bid).status == "rejected", what="rejected")
-        assert svc.get(bid).reason == "wrong site" and svc.get(bid).decided_by == "console"
+        assert svc.get(bid).reason == "wrong site" and svc.get(bid).decided_by == console_actor()

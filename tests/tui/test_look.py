@@ -86,11 +86,21 @@ async def test_screens_are_console_safe_and_match_snapshots(server: Server, make
                 await wait_until(pilot, lambda n=name: app.current_mode == n)
                 if name == "nodes":
                     await wait_text(pilot, app, "Waiting for approval (1)", "web1")
-                if name in ("users", "keys"):
+                if name in ("users", "keys", "policy", "audit", "certificates", "backups"):
                     await wait_until(pilot, lambda: app.screen.loaded.is_set())
                 text = await settled(pilot, app)
                 assert not unsafe(screen_text(app)), (name, unsafe(screen_text(app)))
                 check_snapshot(f"{name}_{w}x{h}", text)
 
 
-SCREENS = {"dashboard": "1", "nodes": "2", "users": "3", "keys": "4", "policy": "5", "backups": "7"}
+SCREENS = {
+    "dashboard": "1",
+    "nodes": "2",
+    "users": "3",
+    "keys": "4",
+    "policy": "5",
+    "bundles": "6",
+    "backups": "7",
+    "audit": "8",
+    "certificates": "9",
+}

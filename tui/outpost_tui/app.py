@@ -29,10 +29,13 @@ from .lock import ConsoleLock
 from .screens.bundles import BundlesScreen
 from .screens.dashboard import DashboardScreen
 from .screens.help import HelpScreen
+from .screens.audit import AuditScreen
 from .screens.backups import BackupsScreen
+from .screens.certs import CertsScreen
 from .screens.keys import KeysScreen
 from .screens.lock import LockScreen
 from .screens.nodes import NodesScreen
+from .screens.policy import PolicyScreen
 from .screens.upcoming import UPCOMING, UpcomingScreen
 from .screens.users import UsersScreen
 from .theme import CONSOLE_THEME, THEME_NAME, apply_console_glyphs
@@ -57,6 +60,9 @@ class OutpostConsole(App[None]):
         "keys": KeysScreen,
         "backups": BackupsScreen,
         "bundles": BundlesScreen,
+        "policy": PolicyScreen,
+        "audit": AuditScreen,
+        "certificates": CertsScreen,
         **{mode: partial(UpcomingScreen, mode) for mode in UPCOMING},
     }
     BINDINGS = [

@@ -14,6 +14,7 @@ Two kinds of failure, because the console treats them differently:
 
 from __future__ import annotations
 
+import getpass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -21,6 +22,16 @@ from urllib.parse import quote
 import httpx
 
 DEFAULT_TIMEOUT_S = 5.0
+# Renewing or revoking a certificate makes a key and fsyncs several files.
+SLOW_TIMEOUT_S = 20.0
+
+
+def console_actor() -> str:
+    """Who acts, for the server's audit record (the CLI sends cli:<login>)."""
+    try:
+        return f"console:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "console"
 
 
 class ApiError(Exception):
@@ -40,10 +51,10 @@ class AsyncAdminClient:
     """Typed-ish wrappers over the `/v1/...` endpoints (see server api/app.py)."""
 
     def __init__(
-        self, socket_path: Path | str, timeout: float = DEFAULT_TIMEOUT_S, actor: str = "console"
+        self, socket_path: Path | str, timeout: float = DEFAULT_TIMEOUT_S, actor: str | None = None
     ) -> None:
         self.socket_path = Path(socket_path)
-        self.actor = actor  # X-Outpost-Actor: who the audit log names for console actions
+        self.actor = actor or console_actor()  # X-Outpost-Actor: who the audit log names
         self.timeout = timeout
         self._client: httpx.AsyncClient | None = None
 
@@ -63,11 +74,15 @@ class AsyncAdminClient:
             client, self._client = self._client, None
             await client.aclose()
 
-    async def request(self, method: str, path: str, body: Any = None) -> Any:
+    async def request(
+        self, method: str, path: str, body: Any = None, *, timeout_s: float | None = None
+    ) -> Any:
         if not self.socket_path.exists():
             raise ServerUnreachable(f"no admin socket at {self.socket_path}")
         try:
-            r = await self._http().request(method, path, json=body)
+            r = await self._http().request(
+                method, path, json=body, timeout=timeout_s or self.timeout
+            )
         except httpx.TimeoutException:
             raise ServerUnreachable("the server did not answer in time (busy?)") from None
         except httpx.TransportError as exc:
@@ -185,3 +200,44 @@ class AsyncAdminClient:
     async def reject_bundle(self, bundle_id: int, reason: str) -> dict[str, Any]:
         path = f"/v1/bundles/{int(bundle_id)}/reject"
         return dict(await self.request("POST", path, {"reason": reason}))
+
+    # policy (the server checks syntax and the policy's own tests; errors carry line and column)
+    async def policy(self) -> dict[str, Any]:
+        return dict(await self.request("GET", "/v1/policy"))
+
+    async def policy_history(self) -> list[dict[str, Any]]:
+        return list(await self.request("GET", "/v1/policy/history"))
+
+    async def policy_version(self, version: int) -> dict[str, Any]:
+        return dict(await self.request("GET", f"/v1/policy/{int(version)}"))
+
+    async def policy_diff(self, a: int, b: int) -> str:
+        return str((await self.request("GET", f"/v1/policy/diff/{int(a)}/{int(b)}"))["diff"])
+
+    async def policy_check(self, text: str) -> dict[str, Any]:
+        return dict(await self.request("POST", "/v1/policy/check", {"text": text}))
+
+    async def set_policy(self, text: str, comment: str = "") -> dict[str, Any]:
+        return dict(await self.request("POST", "/v1/policy", {"text": text, "comment": comment}))
+
+    async def policy_rollback(self, version: int) -> dict[str, Any]:
+        return dict(await self.request("POST", f"/v1/policy/rollback/{int(version)}", {}))
+
+    # audit log (export to a device arrives with the USB feature)
+    async def audit(self, start: int = 0, limit: int = 100) -> dict[str, Any]:
+        path = f"/v1/audit?start={int(start)}&limit={int(limit)}"
+        return dict(await self.request("GET", path))
+
+    async def audit_verify(self) -> dict[str, Any]:
+        return dict(await self.request("POST", "/v1/audit/verify", {}, timeout_s=SLOW_TIMEOUT_S))
+
+    # certificates (anything needing the root key stays with `outpost ca` on the box)
+    async def certs(self) -> dict[str, Any]:
+        return dict(await self.request("GET", "/v1/certs"))
+
+    async def renew_leaf(self) -> dict[str, Any]:
+        return dict(await self.request("POST", "/v1/certs/renew", {}, timeout_s=SLOW_TIMEOUT_S))
+
+    async def revoke_cert(self, serial: str, reason: str) -> dict[str, Any]:
+        body = {"serial": serial, "reason": reason}
+        return dict(await self.request("POST", "/v1/certs/revoke", body, timeout_s=SLOW_TIMEOUT_S))

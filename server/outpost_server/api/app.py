@@ -22,9 +22,11 @@ from ..state.model import EnrolmentKey, EnrolmentKeyId, Node, NodeId, User, User
 from ..state.store import utcnow
 from .app_types import Ctx, FromPath, JsonObject, iso
 from .context import ApiContext
-from .audit import AuditController
+from .audit import AuditController, audit_brief
 from .backup import BackupController
 from .bundles import BundlesController
+from .certs import CertificatesController, certs_brief
+from .disk import disk_brief
 from .policy import PolicyController, RoutesController
 
 
@@ -134,6 +136,9 @@ class StatusController(Controller):
             "relay": ctx.relay_stats(),
             "listener": vars(ctx.listener_counters),
             "backup": ctx.backups.brief() if ctx.backups is not None else None,
+            "certs": certs_brief(ctx),
+            "audit": audit_brief(ctx),
+            "disk": disk_brief(ctx.data_dir),
         }
 
 
@@ -309,6 +314,7 @@ def create_app(ctx: Ctx) -> Litestar:
             AuditController,
             BackupController,
             BundlesController,
+            CertificatesController,
         ],
         dependencies={"ctx": _Provide(ctx)},
         exception_handlers={DomainError: _domain_error, HTTPException: _http_error},

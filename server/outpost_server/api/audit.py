@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 from typing import Any
 
 import base64
@@ -21,7 +22,7 @@ MAX_AUDIT_PAGE = 1000  # entries per request; the console pages through more
 def entry_view(e: Any) -> dict[str, Any]:
     return {
         "seq": e.seq,
-        "time": dt.datetime.fromtimestamp(e.time, dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "time": _iso(e.time),
         "actor": e.actor,
         "action": e.action,
         "details": {k: (v.hex() if isinstance(v, bytes) else v) for k, v in dict(e.details).items()},
@@ -48,13 +49,17 @@ class AuditController(Controller):
         try:
             report = ctx.audit_chain.verify()
         except AuditCorrupt as exc:
-            return {"ok": False, "first_bad_seq": exc.seq, "error": str(exc)}
-        return {
-            "ok": True,
-            "entries": report.entries,
-            "checkpoints": report.checkpoints,
-            "head": report.head.hex(),
-        }
+            result = {"ok": False, "first_bad_seq": exc.seq, "error": str(exc)}
+        else:
+            result = {
+                "ok": True,
+                "entries": report.entries,
+                "checkpoints": report.checkpoints,
+                "head": report.head.hex(),
+            }
+        ctx.audit_verified.clear()
+        ctx.audit_verified.update(result, at=_iso(time.time()), last_seq=ctx.audit_chain.last_seq)
+        return result
 
     @post("/export")
     async def export(self, ctx: Ctx, data: JsonObject) -> dict[str, Any]:
@@ -90,3 +95,23 @@ class AuditController(Controller):
             verified=ok,
         )
         return {"recorded": True}
+
+
+def audit_brief(ctx: Ctx) -> dict[str, Any] | None:
+    """For /v1/status: the chain's size and the last explicit verification (never re-run here)."""
+    chain = ctx.audit_chain
+    if chain is None:
+        return None
+    cp = chain.last_checkpoint
+    v = ctx.audit_verified
+    return {
+        "entries": chain.last_seq,
+        "last_checkpoint_seq": cp.seq if cp is not None else None,
+        "verified": None
+        if not v
+        else {k: v.get(k) for k in ("ok", "at", "last_seq", "first_bad_seq", "error")},
+    }
+
+
+def _iso(t: float) -> str:
+    return dt.datetime.fromtimestamp(t, dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")

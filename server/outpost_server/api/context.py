@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ..control.fanout import Fanout
@@ -30,6 +31,12 @@ class ApiContext:
     backups: Any = None  # outpost_server.backup.service.BackupService
     bundles: Any = None  # outpost_server.bundles.service.BundleService
     root_pem: Callable[[], bytes] | None = None  # the Outpost CA root certificate (public)
+    certs: Any = None  # outpost_server.ca.service.ServerCertificates
+    data_dir: Path | None = None  # for the disk-use figure in /v1/status
+    # The last explicit chain verification (POST /v1/audit/verify), shared by
+    # every request's copy of the context: /v1/status reports it rather than
+    # re-verifying the whole chain on every poll.
+    audit_verified: dict[str, Any] = field(default_factory=dict)
     actor: str = "admin-api"
 
     def audit(self, action: str, **details: Any) -> None:

@@ -85,6 +85,10 @@ class AuditLog:
     def head(self) -> bytes:
         return self._head
 
+    @property
+    def last_checkpoint(self) -> Checkpoint | None:
+        return self._checkpoints[-1] if self._checkpoints else None
+
     def close(self) -> None:
         self._file.close()
 

@@ -6,6 +6,7 @@ fetches every few seconds, so this screen makes no calls of its own.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from textual.app import ComposeResult
@@ -13,18 +14,75 @@ from textual.binding import Binding
 from textual.containers import Grid
 
 from ..connection import Connection
-from ..format import size
+from ..format import size, when
 from ..widgets.stat_tile import StatTile
 from .base import OutpostScreen
 
 NOT_YET = "not available yet"
 
-# Tiles whose API does not exist yet: (id, title, which feature brings it).
-UPCOMING_TILES: tuple[tuple[str, str, str], ...] = (
-    ("certs", "Certificate expiry", "arrives with certificate management"),
-    ("audit", "Audit chain", "arrives with the audit log"),
-    ("disk", "Disk use", "arrives with the system status API"),
-)
+# Tiles whose API does not exist yet: (id, title, which feature brings it). None left.
+UPCOMING_TILES: tuple[tuple[str, str, str], ...] = ()
+
+LEAF_ATTENTION_DAYS = 14  # the server renews at 30 days left: below 14, renewal is failing
+DISK_ATTENTION_PERCENT = 90
+DISK_BAD_PERCENT = 98
+
+
+@dataclass(frozen=True)
+class Tile:
+    """What a tile shows: pure functions below map /v1/status parts to this."""
+
+    value: str
+    detail: str = ""
+    attention: bool = False
+    bad: bool = False
+
+
+def certs_tile(c: dict[str, Any] | None) -> Tile:
+    if not c:
+        return Tile("-", "the server reports no certificate state")
+    if c.get("error"):
+        return Tile("CA UNREADABLE", str(c["error"])[:120], bad=True)
+    leaf, root = c.get("leaf_days_left"), c.get("root_days_left")
+    detail = f"root CA: {root} days left; press 9 for details"
+    if leaf is None:
+        return Tile("no server certificate", detail, bad=True)
+    if leaf < 0:
+        return Tile("SERVER CERTIFICATE EXPIRED", "press 9, then n to renew now", bad=True)
+    value = f"server: {leaf} day{'s' if leaf != 1 else ''} left"
+    if leaf < LEAF_ATTENTION_DAYS:
+        return Tile(value, "automatic renewal is failing: press 9, then n", attention=True)
+    return Tile(value, detail, attention=root is not None and root < LEAF_ATTENTION_DAYS)
+
+
+def audit_tile(a: dict[str, Any] | None) -> Tile:
+    if not a:
+        return Tile("-", "the server reports no audit log")
+    size = f"{a.get('entries', 0)} entries"
+    cp = a.get("last_checkpoint_seq")
+    size += f", last signed checkpoint at {cp}" if cp else ", no signed checkpoint yet"
+    v = a.get("verified")
+    if not v:
+        return Tile("not verified yet", f"{size}; press 8, then v")
+    if not v.get("ok"):
+        bad = v.get("first_bad_seq")
+        return Tile(f"BROKEN at entry {bad}", str(v.get("error"))[:120], bad=True)
+    return Tile(f"intact up to entry {v.get('last_seq')}", f"{size}; checked {_when(v.get('at'))}")
+
+
+def disk_tile(d: dict[str, Any] | None) -> Tile:
+    if not d:
+        return Tile("-", "the server reports no disk figures")
+    if d.get("error"):
+        return Tile("unknown", str(d["error"]), attention=True)
+    used, free = int(d.get("used") or 0), int(d.get("free") or 0)
+    percent = 100 * used / (used + free) if used + free else 0.0
+    return Tile(
+        f"{percent:.0f}% used",
+        f"{size(free)} free of {size(int(d.get('total') or 0))}",
+        attention=DISK_ATTENTION_PERCENT < percent < DISK_BAD_PERCENT,
+        bad=percent >= DISK_BAD_PERCENT,
+    )
 
 
 class DashboardScreen(OutpostScreen):
@@ -35,8 +93,11 @@ The state of the site at a glance, refreshed every few seconds.
 
 A tile with a double yellow border needs you: devices waiting for approval,
 nodes whose key has expired. A red tile means the server cannot be reached.
-Tiles in a dashed (ASCII) border are figures the server cannot report yet;
-they say which feature brings them.
+Certificate expiry turns yellow when the server certificate has under 14
+days left (the server renews it at 30, so renewal is failing) and red when it
+has expired. The audit chain shows the last verification (press 8, then v);
+it is red when the chain is broken. Disk use turns yellow above 90% and red
+from 98%.
 """
 
     BINDINGS = [
@@ -61,6 +122,9 @@ they say which feature brings them.
             yield StatTile("Waiting for approval", id="pending")
             yield StatTile("Relay (DERP / STUN)", id="relay")
             yield StatTile("Last backup", id="backup")
+            yield StatTile("Certificate expiry", id="certs")
+            yield StatTile("Audit chain", id="audit")
+            yield StatTile("Disk use", id="disk")
             for tile_id, title, feature in UPCOMING_TILES:
                 tile = StatTile(title, id=tile_id, value=NOT_YET, detail=feature)
                 tile.add_class("-unavailable")
@@ -99,6 +163,14 @@ they say which feature brings them.
             attention=pending > 0,
         )
         self.show_backup(s.get("backup"))
+        for tile_id, tile in (
+            ("certs", certs_tile(s.get("certs"))),
+            ("audit", audit_tile(s.get("audit"))),
+            ("disk", disk_tile(s.get("disk"))),
+        ):
+            self.query_one(f"#{tile_id}", StatTile).set(
+                tile.value, tile.detail, attention=tile.attention, bad=tile.bad
+            )
         relay = s.get("relay") or {}
         derp, stun = relay.get("derp") or {}, relay.get("stun") or {}
         self.query_one("#relay", StatTile).set(
@@ -123,6 +195,10 @@ they say which feature brings them.
             tile.set("LAST RUN FAILED", str(last.get("error"))[:120], bad=True)
         else:
             tile.set(_utc(good.get("finished") if good else None), f"ok; schedule: {b.get('schedule')}")
+
+
+def _when(text: str | None) -> str:
+    return f"{when(text)} UTC" if text else "-"
 
 
 def _utc(t: float | None) -> str:

@@ -8,19 +8,8 @@ from textual.widgets import Static
 from .base import OutpostScreen
 
 # mode name -> (title, feature that brings it, what the screen will do)
-UPCOMING: dict[str, tuple[str, str, str]] = {
-    "policy": (
-        "Policy",
-        "the policy editor",
-        "view, edit, test and apply the access policy (ACLs, tags, groups)",
-    ),
-    "audit": ("Audit log", "the audit log", "browse the audit log and check its hash chain"),
-    "certificates": (
-        "Certificates",
-        "certificate management",
-        "show the TLS certificates, their expiry, and renew them",
-    ),
-}
+# Every screen has arrived; the mechanism stays for the next feature that starts as a stub.
+UPCOMING: dict[str, tuple[str, str, str]] = {}
 
 
 class UpcomingScreen(OutpostScreen):
