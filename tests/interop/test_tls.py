@@ -119,3 +119,42 @@ def test_deleted_node_is_cut_from_the_relay_within_seconds(server: OutpostServer
         assert now["keys_current"] == before["keys_current"] - 1, (before, now)
     finally:
         nodes.remove(n)
+
+
+def test_certificate_renewal_while_clients_relay_through_tls_derp(
+    server: OutpostServer, nodes: Nodes, key: str
+) -> None:
+    from outpost_appliance.apiclient import AdminClient
+
+    a = nodes.daemon(DAEMON_VERSIONS[0], tag="rena", start=False)
+    b = nodes.daemon(DAEMON_VERSIONS[-1], tag="renb", start=False)
+    try:
+        netns.drop_udp_between(a.host.ns, b.host.ip)
+        netns.drop_udp_between(b.host.ns, a.host.ip)
+        for n in (a, b):
+            n.start()
+            n.up(server.url, key, hostname=n.host.role)
+            n.wait_running()
+        wait_peer(a, b.ip4(), lambda p: p.get("Online") is True, desc="online")
+        assert a.ping(b.ip4(), count=4, timeout_s=3, until_direct=False).via_derp
+        api = AdminClient(server.admin_socket)
+        before = api.get("/v1/certs")
+        renewed = api.post("/v1/certs/renew", {})
+        after = api.get("/v1/certs")
+        assert renewed["serial"] != before["leaf"]["serial"]
+        assert after["leaf"]["serial"] == renewed["serial"]
+        accepted = relay(server)["connections_accepted"]
+        # The DERP connections made with the old certificate carry on ...
+        again = a.ping(b.ip4(), count=4, timeout_s=3, until_direct=False)
+        assert again.ok and again.via_derp, again.output
+        assert relay(server)["connections_accepted"] == accepted  # ... without reconnecting
+        # ... and a client that connects afresh gets the new certificate and is fine with it.
+        b.restart_daemon()
+        b.wait_running()
+        wait_until(lambda: relay(server)["connections_accepted"] > accepted, 60, desc="b reconnects over TLS")
+        wait_peer(a, b.ip4(), lambda p: p.get("Online") is True, desc="online after reconnect")
+        final = a.ping(b.ip4(), count=6, timeout_s=3, until_direct=False)
+        assert final.ok and final.via_derp, final.output
+    finally:
+        nodes.remove(a)
+        nodes.remove(b)
