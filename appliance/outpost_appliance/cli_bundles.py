@@ -274,9 +274,11 @@ def _watch(args: argparse.Namespace, c: AdminClient) -> int:
 
     notifier = Notifier()
     notifier.watchdog_thread()  # udev events can be hours apart; the process being alive is the signal
-    print("watching for removable media (Ctrl-C to stop)", flush=True)
-    notifier.ready("watching for removable media")
-    watcher.run()
+    def listening() -> None:
+        print("watching for removable media (Ctrl-C to stop)", flush=True)
+        notifier.ready("watching for removable media")
+
+    watcher.run(listening)
     return 0
 
 

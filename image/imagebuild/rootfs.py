@@ -40,6 +40,7 @@ PACKAGES = (
     "nftables",
     "e2fsprogs",
     "dosfstools",
+    "mtools",  # the USB watcher reads FAT sticks in user space, never mounting them
     "procps",
     "kbd",
     "console-setup-linux",  # PSF fonts for the console (Terminus, with box drawing)

@@ -201,6 +201,9 @@ def test_tty1_shows_the_first_boot_passphrase_screen(machine: Machine) -> None:
 
 
 def test_usb_stick_is_seen_by_the_guest(machine: Machine) -> None:
+    disabled = (machine.root / "usr/lib/outpost/units-disabled").read_text()  # type: ignore[attr-defined]
+    if "outpost-usb-watch.service" not in disabled:  # plug it in once the watcher listens, as a person would
+        machine.wait_for(r"watching for removable media", 180)
     machine.plug_usb_stick(machine.stick)  # type: ignore[attr-defined]
     m = machine.wait_for(r"USB storage attached: (sd[a-z]+) fstype=(\S*) label=(\S*)", 120)
     assert (m[2], m[3]) == ("ext4", "OUTPOST")

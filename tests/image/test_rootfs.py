@@ -299,3 +299,13 @@ def test_firewall_admits_only_control_relay_stun_and_sends_nothing_new(rootfs: P
         "ct state established,related accept",
         "udp sport 68 udp dport 67 accept",
     ]
+
+
+def test_usb_watcher_can_hear_udev_but_has_no_ip(rootfs: Path) -> None:
+    """udev's netlink announcements reach the host's network namespace only: a PrivateNetwork
+    watcher never hears a stick arrive (seen in the qemu boot test). IP stays impossible."""
+    u = unit(rootfs, "outpost-usb-watch")
+    assert u.get("PrivateNetwork") in (None, ["no"])
+    assert u.get("IPAddressDeny") == ["any"]
+    families = " ".join(u.get("RestrictAddressFamilies", []))
+    assert "AF_NETLINK" in families and "AF_INET" not in families
