@@ -309,3 +309,12 @@ def test_usb_watcher_can_hear_udev_but_has_no_ip(rootfs: Path) -> None:
     assert u.get("IPAddressDeny") == ["any"]
     families = " ".join(u.get("RestrictAddressFamilies", []))
     assert "AF_NETLINK" in families and "AF_INET" not in families
+
+
+def test_sd_driver_is_loaded_before_the_usb_watcher_starts(rootfs: Path) -> None:
+    """DeviceAllow=block-sd is resolved at unit start: the sd driver must exist by then."""
+    conf = rootfs / "usr/lib/modules-load.d/outpost-usb.conf"
+    assert "sd_mod" in [line.strip() for line in conf.read_text().splitlines()]
+    u = unit(rootfs, "outpost-usb-watch")
+    assert "systemd-modules-load.service" in " ".join(u["After"])
+    assert "block-sd r" in u["DeviceAllow"]

@@ -178,3 +178,15 @@ def test_the_watcher_reads_media_in_user_space_with_the_same_rules(medium: tuple
             "link.opb": "symlink (not followed)",
             "loop": "symlink (not followed)",
         }
+
+
+def test_user_space_ext_reader_says_why_it_cannot_read(tmp_path: Path) -> None:
+    from outpost_server.bundles.media import MediaError
+    from outpost_server.bundles.removable import read_ext
+
+    if shutil.which("debugfs") is None:
+        pytest.skip("debugfs (e2fsprogs) not installed")
+    junk = tmp_path / "not-a-filesystem.img"
+    junk.write_bytes(os.urandom(1 << 20))
+    with pytest.raises(MediaError, match="debugfs cannot read /: .*"):
+        read_ext(str(junk))

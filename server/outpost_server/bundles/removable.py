@@ -192,7 +192,7 @@ def _debugfs(device: str, request: str) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
             ["debugfs", "-R", request, device],  # no -w: the device is opened read-only
             stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
             env={**os.environ, "LC_ALL": "C"},
         )
     except OSError as exc:
@@ -203,10 +203,16 @@ def ext_listing(device: str, directory: str) -> list[tuple[str, int]]:
     """(name, mode) of a directory's entries, from `ls -p` (/inode/mode/uid/gid/name/size/)."""
     proc = _debugfs(device, f"ls -p {directory}")
     try:
-        out, _ = proc.communicate(timeout=MOUNT_TIMEOUT_SECONDS)
+        out, err = proc.communicate(timeout=MOUNT_TIMEOUT_SECONDS)
     except subprocess.TimeoutExpired:
         proc.kill()
         raise MediaError(f"{device}: debugfs did not list {directory} in time") from None
+    problems = [
+        line for line in err.decode("utf-8", "replace").splitlines()
+        if line.strip() and not line.startswith("debugfs ")  # the version banner
+    ]  # fmt: skip
+    if problems and not out.strip():
+        raise MediaError(f"{device}: debugfs cannot read {directory}: {problems[0][:200]}")
     entries = []
     for line in out.decode("utf-8", "replace").splitlines():
         parts = line.split("/")
@@ -263,9 +269,10 @@ def ext_read(device: str, rel: str) -> bytes:
     with contextlib.ExitStack() as stack:
         proc = _debugfs(device, f"cat /{rel}")
         stack.callback(lambda: proc.kill() if proc.poll() is None else None)
-        assert proc.stdout is not None
+        assert proc.stdout is not None and proc.stderr is not None
         data = proc.stdout.read(MAX_BUNDLE_BYTES + 1)
         proc.stdout.close()
+        stack.callback(proc.stderr.close)
         if len(data) <= MAX_BUNDLE_BYTES and proc.wait(timeout=MTOOLS_READ_TIMEOUT_SECONDS) != 0:
             raise MediaError(f"debugfs could not read {rel}")
     return data
