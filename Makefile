@@ -4,7 +4,7 @@
 #   make bench   load benchmarks (figures go to docs/benchmarks.md)
 #   make lint    ruff + mypy
 #   make image   the bootable appliance disk image (image/build/outpost.img; root, no network in it)
-#   make image-test  boot it under qemu and check it (docs/image.md; about 3-4 min)
+#   make image-test  boot it under qemu, update it A/B, watch a fallback (docs/image.md; ~12 min)
 #   make update-bundle KEY=signer.key APPLIANCE=id SEQ=n   a signed software update (image/build/update/)
 
 PYTHON ?= python3
