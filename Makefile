@@ -4,7 +4,8 @@
 #   make bench   load benchmarks (figures go to docs/benchmarks.md)
 #   make lint    ruff + mypy
 #   make image   the bootable appliance disk image (image/build/outpost.img; root, no network in it)
-#   make image-test  boot it under qemu and check it (docs/image.md; about 3-4 min)
+#   make image-test  boot it under qemu, update it A/B, watch a fallback (docs/image.md; ~12 min)
+#   make update-bundle KEY=signer.key APPLIANCE=id SEQ=n   a signed software update (image/build/update/)
 
 PYTHON ?= python3
 VENV   := .venv
@@ -14,10 +15,10 @@ STAMP  := $(VENV)/.installed
 CLIENTS := .cache/clients/.complete
 SHARED ?= ../shared
 
-.PHONY: up test test-fast interop clients lint bench clean help image image-test image-deps qemu-deps
+.PHONY: up test test-fast interop clients lint bench clean help image image-test image-deps qemu-deps update-bundle
 
 help:
-	@sed -n '2,8p' Makefile
+	@sed -n '2,9p' Makefile
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -60,6 +61,11 @@ qemu-deps:
 
 image: $(STAMP) image-deps
 	nice -n 10 $(PY) image/build.py image
+
+# KEY may name several keys (M-of-N): KEY="a.key b.key". No key lives in the repository.
+update-bundle: $(STAMP) image-deps
+	@test -n "$(KEY)" -a -n "$(APPLIANCE)" -a -n "$(SEQ)" || { echo "usage: make update-bundle KEY=signer.key APPLIANCE=appliance-id SEQ=n [VERSION=unix-time]"; exit 2; }
+	nice -n 10 $(PY) image/build.py update $(foreach k,$(KEY),--key $(k)) --appliance $(APPLIANCE) --seq $(SEQ) $(if $(VERSION),--version $(VERSION))
 
 image-test: image qemu-deps
 	OUTPOST_IMAGE_BOOT=1 $(VENV)/bin/pytest -q -ra tests/image

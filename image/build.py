@@ -3,6 +3,9 @@
 
     build.py image     wheelhouse -> root -> root.erofs + esp.img -> outpost.img
     build.py rootfs    only the root directory (what `make test` checks); prints its path
+    build.py update --key K.key --appliance ID --seq N
+                       a software update: root.erofs, vmlinuz, initrd.img, system-update.json
+                       and a system-update bundle signed with each --key (outpost-sign)
 
 Needs root (file ownership in the root, chroot), mmdebstrap, erofs-utils,
 dosfstools, mtools and fdisk; `make image` installs them with apt. Outputs go
@@ -127,6 +130,65 @@ def cmd_image(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_update(args: argparse.Namespace) -> int:
+    """The three files of a software update and a signed `system-update` bundle for them.
+
+    Bundles name one appliance and carry a per-appliance sequence (SPEC.md §4),
+    so a release makes the files once and a bundle per appliance. Signing goes
+    through `outpost-sign` (create, then sign once per key): the same tool and
+    steps a release signer uses by hand. No key is ever stored in the repository.
+    """
+    preflight(need_disk=True)
+    for key in args.key:
+        if not key.is_file():
+            raise SystemExit(f"build.py: signing key {key} does not exist")
+    epoch = commit_epoch()
+    version = args.version or epoch
+    root = build_root(args, epoch, {})
+    out: Path = args.update_out or args.out / "update"
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob("*.opb"):
+        stale.unlink()  # one bundle per output folder: the stick must not offer two
+    disk.make_erofs(root, out / "root.erofs", str(epoch), epoch)
+    vmlinuz, initrd = disk.kernel_files(root)
+    shutil.copyfile(vmlinuz, out / "vmlinuz")
+    shutil.copyfile(initrd, out / "initrd.img")
+    doc = update_document(out, version)
+    (out / "system-update.json").write_text(json.dumps(doc, indent=1) + "\n")
+    bundle = out / f"outpost-update-{version}.opb"
+    sign = [sys.executable, "-m", "outpost_appliance.sign"]
+    paths = [str(REPO / "appliance"), str(REPO / "server")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+    subprocess.run(
+        [*sign, "create", "system-update", "--appliance", args.appliance, "--seq", str(args.seq),
+         "--expires", args.expires, "--payload", f"system-update.json={out / 'system-update.json'}",
+         "--out", str(bundle)],
+        check=True, env=env, stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    for key in args.key:
+        subprocess.run([*sign, "sign", "--key", str(key), str(bundle)], check=True, env=env,
+                       stdout=subprocess.DEVNULL)  # fmt: skip
+    rootfs.log(
+        f"update version {version} for appliance {args.appliance} (seq {args.seq}) in {out}: "
+        f"{bundle.name}, root.erofs, vmlinuz, initrd.img; copy all four to the stick's top folder"
+    )
+    print(bundle)
+    return 0
+
+
+def update_document(folder: Path, version: int) -> dict[str, object]:
+    """system-update.json for the three files in `folder` (format: outpost_appliance.sysupdate)."""
+    from outpost_appliance import sysupdate  # noqa: PLC0415 - build.py puts appliance/ on the path
+
+    files = {}
+    for role, name in (("root", "root.erofs"), ("kernel", "vmlinuz"), ("initrd", "initrd.img")):
+        path = folder / name
+        files[role] = {"name": name, "size": path.stat().st_size, "sha256": file_sha256(path)}
+    doc = {"format": sysupdate.UPDATE_FORMAT, "version": version, "files": files}
+    sysupdate.parse_update(json.dumps(doc).encode())  # the installer's own checks (size limits)
+    return doc
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -141,6 +203,17 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("image", help="build the disk image").set_defaults(func=cmd_image)
     sub.add_parser("rootfs", help="build the root directory only").set_defaults(func=cmd_rootfs)
+    up = sub.add_parser("update", help="a signed software update (system-update bundle)")
+    up.add_argument("--key", type=Path, action="append", required=True,
+                    help="signer private key (outpost-sign keygen); repeat for M-of-N")  # fmt: skip
+    up.add_argument("--appliance", required=True, help="the target appliance id")
+    up.add_argument("--seq", type=int, required=True,
+                    help="bundle sequence, above the appliance's last system-update")  # fmt: skip
+    up.add_argument("--version", type=int, default=0,
+                    help="update version (default: the commit time, as the image's)")  # fmt: skip
+    up.add_argument("--expires", default="30d", help="bundle validity (default %(default)s)")
+    up.add_argument("--update-out", type=Path, help="output folder (default: OUT/update)")
+    up.set_defaults(func=cmd_update)
     args = p.parse_args(argv)
     args.out = args.out.resolve()
     args.cache = args.cache.resolve()

@@ -409,7 +409,7 @@ def _command_modules() -> list[Any]:
     return mods
 
 
-COMMAND_MODULES = ("cli_ca", "cli_bundles", "cli_audit", "cli_backup", "cli_console")
+COMMAND_MODULES = ("cli_ca", "cli_bundles", "cli_audit", "cli_backup", "cli_console", "cli_system")
 
 
 def main(argv: list[str] | None = None) -> int:

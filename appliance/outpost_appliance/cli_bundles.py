@@ -2,7 +2,8 @@
 
     outpost bundles list [--status S]         staged, applied, rejected, expired
     outpost bundles show ID                   details and what approving would change
-    outpost bundles approve ID [--yes]        re-verify and apply atomically
+    outpost bundles approve ID [--yes]        re-verify and apply atomically (a system-update
+                                              is only approved for `outpost system update`)
     outpost bundles reject ID --reason TEXT
     outpost bundles import PATH               a .opb file, a folder, or a block device
     outpost bundles trust show
@@ -106,6 +107,11 @@ def describe(b: dict[str, Any]) -> str:
         t = p["trust"]
         lines.append(f"  new signers {', '.join(t['signers'])}")
         lines.append(f"  thresholds  {json.dumps(t['thresholds'])}; retired {t['retired'] or '-'}")
+    if "system_update" in p:
+        u = p["system_update"]
+        lines.append(f"  update to   version {u['version']}")
+        for f in u["files"]:
+            lines.append(f"  file        {f['name']}  {f['size']} bytes  sha256 {f['sha256']}")
     if "problem" in p:
         lines.append(f"  ! approval will be refused: {p['problem']}")
     return "\n".join(lines)
@@ -134,6 +140,12 @@ def _approve(args: argparse.Namespace, c: AdminClient) -> int:
     if not _confirm(args, f"Apply {b['kind']} bundle {args.id} (sequence {b['seq']}) now?"):
         return 1
     r = c.post(f"/v1/bundles/{args.id}/approve", {})
+    if "approved_for_install" in r:  # system-update: the server authorises, root installs
+        v = r["approved_for_install"].get("version")
+        _out(args, r, f"approved bundle {args.id} for install: version {v}. Nothing is "
+             "installed yet: with the medium inserted, run as root "
+             "`outpost system update DEVICE_OR_FOLDER`")  # fmt: skip
+        return 0
     a = r["applied"]
     done = []
     if a.get("policy_version"):
@@ -331,7 +343,9 @@ def add_commands(sub: Any) -> None:
         return sp
 
     sp = js(bs.add_parser("list", help="bundles seen by intake"))
-    sp.add_argument("--status", choices=["staged", "applied", "rejected", "expired"])
+    sp.add_argument(
+        "--status", choices=["staged", "applied", "approved", "installed", "rejected", "expired"]
+    )
     sp.set_defaults(func=_list)
     sp = js(bs.add_parser("show", help="one bundle, and what approving it would change"))
     sp.add_argument("id", type=int)

@@ -71,8 +71,11 @@ ROOT_OF_SLOT = {"a": ROOT_A, "b": ROOT_B}
 # Kernel command line shared by every entry. console=ttyS0 last: /dev/console
 # (boot messages, the readiness line) is the serial port, tty1 stays the
 # console app's. No auto-mounting by partition type, no login prompts.
+# panic=10: a kernel panic, or an initramfs that cannot mount the slot's root,
+# reboots after 10 s instead of waiting at a prompt forever, so a broken
+# updated slot uses up its boot tries and the previous slot boots again.
 KERNEL_OPTIONS = (
-    "ro rootfstype=erofs console=tty0 console=ttyS0,115200 quiet loglevel=3 "
+    "ro rootfstype=erofs panic=10 console=tty0 console=ttyS0,115200 quiet loglevel=3 "
     "systemd.show_status=no systemd.gpt_auto=0 systemd.getty_auto=0 "
     "systemd.firstboot=no fsck.mode=auto"
 )

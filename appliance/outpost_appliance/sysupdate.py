@@ -6,15 +6,22 @@ kernel and initrd by size and SHA-256. The files themselves sit beside the
 bundle on the medium: a root image is hundreds of MiB, over the bundle
 format's 64 MiB limit, and the signed digests bind them just as well.
 
-`install()` runs only after the bundle verified. Order matters, so that a
-power cut at any point leaves the running system booting as before:
+`install()` runs only after the bundle verified, and after `check_medium()`
+found every file with its signed size and digest (so a refusal writes
+nothing). Order matters, so that a power cut at any point leaves the running
+system booting as before:
 
+0. remove the inactive slot's old loader entry (fsync): the slot is about to
+   be overwritten, so nothing may point at it while it is half written;
 1. stream the root image onto the inactive slot's partition, hashing as it
    goes; read it back and hash again (the flash must hold what was written);
 2. copy kernel and initrd to the slot's directory on the ESP (temp + rename),
    checking their digests;
-3. remove the slot's old loader entry, then write the new one `...+3.conf`
-   (temp + fsync + rename): only this last step makes the update bootable.
+3. write the new entry `...+3.conf` (temp + fsync + rename): only this last
+   step makes the update bootable.
+
+The running slot's partition, kernel and entry are never touched. A re-run
+after an interruption starts again at step 0 and completes.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -163,12 +171,54 @@ def _write_atomically(path: Path, write: Callable[[BinaryIO], str]) -> str:
         out.flush()
         os.fsync(out.fileno())
     tmp.replace(path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
+    _fsync_dir(path.parent)
+    return digest
+
+
+def _fsync_dir(path: Path) -> None:
+    dir_fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
-    return digest
+
+
+def medium_file(medium: Path, f: UpdateFile) -> Path:
+    return medium / f.name
+
+
+def check_medium(update: SystemUpdate, medium: Path) -> None:
+    """Every file the update names is on `medium`: a regular file (no symlink) of its
+    signed size and SHA-256. Reads them all once; writes nothing."""
+    for role, f in (("root", update.root), ("kernel", update.kernel), ("initrd", update.initrd)):
+        path = medium_file(medium, f)
+        try:
+            src = _open_medium_file(medium, f)
+        except FileNotFoundError:
+            raise UpdateError(f"{path}: missing (the update's {role} file)") from None
+        except OSError as exc:
+            raise UpdateError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+        with src:
+            st = os.fstat(src.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise UpdateError(f"{path}: not a regular file")
+            if st.st_size != f.size:
+                raise UpdateError(
+                    f"{path}: {st.st_size} bytes, the signed update says {f.size}"
+                )
+            h = hashlib.sha256()
+            while chunk := src.read(COPY_CHUNK_BYTES):
+                h.update(chunk)
+        if h.hexdigest() != f.sha256:
+            raise UpdateError(
+                f"{path}: does not match its signed sha256 (damaged or tampered with)"
+            )
+
+
+def partition_size(path: Path) -> int:
+    """Bytes a block device (or, in tests, a file) holds."""
+    with open(path, "rb") as f:
+        return f.seek(0, os.SEEK_END)
 
 
 def install(
@@ -188,6 +238,12 @@ def install(
     existing = sorted(p.name for p in entries_dir.iterdir()) if entries_dir.is_dir() else []
     plan = slots.plan_update(existing, booted, update.version)
     target = slots.ROOT_OF_SLOT[plan.target_slot]
+
+    # 0. the slot about to be overwritten loses its entry first
+    if plan.remove:
+        for name in plan.remove:
+            (entries_dir / name).unlink(missing_ok=True)
+        _fsync_dir(entries_dir)
 
     # 1. root filesystem onto the inactive partition, verified twice
     device = partition_path(target)
@@ -212,8 +268,6 @@ def install(
 
     # 3. the entry, last: from here on the next boot tries the new slot
     entries_dir.mkdir(parents=True, exist_ok=True)
-    for name in plan.remove:
-        (entries_dir / name).unlink(missing_ok=True)
     text = slots.entry_text(plan.target_slot, update.version).encode()
     _write_atomically(entries_dir / plan.new_entry.filename, partial(_write_bytes, text))
     return plan

@@ -137,6 +137,78 @@ def test_wanted_units_are_enabled_and_the_rest_masked(rootfs: Path) -> None:
         assert (rootfs / "etc/systemd/system" / masked).resolve() == Path("/dev/null"), masked
 
 
+def _any_unit(root: Path, name: str) -> dict[str, list[str]]:
+    values: dict[str, list[str]] = {}
+    for line in (root / SYSTEMD_DIR / name).read_text().splitlines():
+        if "=" in line and not line.lstrip().startswith(("#", ";", "[")):
+            key, _, value = line.partition("=")
+            values.setdefault(key.strip(), []).extend(value.split())
+    return values
+
+
+def test_a_boot_is_blessed_only_after_the_server_is_ready(rootfs: Path) -> None:
+    """systemd-bless-boot (which drops the boot counter) runs only once boot-complete.target
+    is reached, and boot-complete.target requires outpost-ready.service, which succeeds
+    only when the control server answers. So a slot whose server never gets ready is
+    never blessed, and its tries run out (docs/image.md, "Updates")."""
+    bless = _any_unit(rootfs, "systemd-bless-boot.service")
+    assert "boot-complete.target" in bless["Requires"] and "boot-complete.target" in bless["After"]
+    assert (rootfs / "usr/lib/systemd/system-generators/systemd-bless-boot-generator").is_file()
+    ready = _any_unit(rootfs, "outpost-ready.service")
+    assert "boot-complete.target" in ready["Before"]
+    assert "outpost-server.service" in ready["After"]
+    # Wants, not Requires: a server that cannot start must not skip the check (and its reboot)
+    assert "outpost-server.service" in ready["Wants"]
+    assert "outpost-server.service" not in ready.get("Requires", [])
+    assert ready["RequiredBy"] == ["boot-complete.target"]
+    assert (
+        rootfs / "etc/systemd/system/boot-complete.target.requires/outpost-ready.service"
+    ).is_symlink()
+    # the installed bless unit loads cleanly next to ours (no man pages in the image)
+    done = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", f"--root={rootfs}",
+         "systemd-bless-boot.service", "outpost-ready.service"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    script = (rootfs / "usr/libexec/outpost/outpost-ready").read_text()
+    # on a boot on trial, not ready means reboot (the try is counted; fallback follows)
+    assert '"$trial" = "indeterminate"' in script and "systemctl reboot" in script
+    assert (rootfs / "usr/lib/systemd/systemd-bless-boot").is_file()
+    assert "systemctl is-failed --quiet outpost-server.service" in script
+
+
+def test_the_readiness_script_reboots_only_a_boot_on_trial(rootfs: Path, tmp_path: Path) -> None:
+    """Run the real script with stand-ins for the probe, systemctl and systemd-bless-boot."""
+    script = (rootfs / "usr/libexec/outpost/outpost-ready").read_text()
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "calls"
+    for name, body in (
+        ("systemctl", f'echo "systemctl $*" >> {log}; [ "$1" = is-failed ] && exit 0; exit 0'),
+        ("bless", 'echo "$BLESS_STATUS"'),
+        ("python", "exit 1"),  # the server never answers
+    ):
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    fake = (
+        script.replace("/usr/lib/systemd/systemd-bless-boot", str(bin_dir / "bless"))
+        .replace("/opt/outpost/venv/bin/python", str(bin_dir / "python"))
+        .replace("/usr/lib/os-release", "/dev/null")
+    )
+    (tmp_path / "ready").write_text(fake)
+    for status, reboots in (("indeterminate", True), ("good", False), ("clean", False)):
+        log.write_text("")
+        done = subprocess.run(
+            ["sh", str(tmp_path / "ready")],
+            capture_output=True, text=True, check=False,
+            env={"PATH": f"{bin_dir}:/usr/bin:/bin", "BLESS_STATUS": status},
+        )  # fmt: skip
+        assert done.returncode == 1
+        assert "OUTPOST-NOT-READY" in done.stderr and "failed and is not restarted" in done.stderr
+        assert ("systemctl reboot --no-block" in log.read_text()) is reboots, status
+
+
 @pytest.mark.parametrize("name", sorted(OPTIONAL_COMMANDS))
 def test_optional_units_enabled_exactly_when_their_command_exists(rootfs: Path, name: str) -> None:
     present = chroot(

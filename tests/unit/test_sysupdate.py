@@ -64,9 +64,20 @@ def test_a_file_that_does_not_match_its_signed_digest_activates_nothing(
     size = {"root": 5000, "kernel": 300, "initrd": 700}[role]
     update = make_update(medium, **{role: b"X" * size})
     with pytest.raises(UpdateError, match="does not match its signed sha256"):
+        sysupdate.check_medium(update, medium)  # the CLI's first step: refused, nothing written
+    assert sorted(p.name for p in (esp / "loader/entries").iterdir()) == [
+        "outpost-100-a.conf",
+        "outpost-50-b.conf",
+    ]
+    assert (disk / "root-b").read_bytes() == b"\0" * 8192
+    # install() itself checks again while writing (the medium could change in between)
+    with pytest.raises(UpdateError, match="does not match its signed sha256"):
         sysupdate.install(update, medium, esp, "a", lambda p: disk / p.label)
+    # the running slot's entry stays; slot b lost its old entry before its partition
+    # was touched, so nothing points at a half-written slot
     entries = sorted(p.name for p in (esp / "loader/entries").iterdir())
-    assert entries == ["outpost-100-a.conf", "outpost-50-b.conf"]
+    assert entries == ["outpost-100-a.conf"]
+    assert (disk / "root-a").read_bytes() == b"\0" * 8192
 
 
 def test_a_truncated_file_is_refused(device: tuple[Path, Path, Path]) -> None:
@@ -132,3 +143,18 @@ def test_an_older_update_is_refused(device: tuple[Path, Path, Path]) -> None:
 def test_bad_update_documents_get_a_clear_error(doc: bytes, message: str) -> None:
     with pytest.raises(UpdateError, match=message):
         sysupdate.parse_update(doc)
+
+
+def test_check_medium_names_the_missing_or_wrong_file(device: tuple[Path, Path, Path]) -> None:
+    medium, _, _ = device
+    update = make_update(medium)
+    sysupdate.check_medium(update, medium)  # all present and intact
+    (medium / "initrd.img").write_bytes(b"I" * 701)
+    with pytest.raises(UpdateError, match=r"initrd.img: 701 bytes, the signed update says 700"):
+        sysupdate.check_medium(update, medium)
+    (medium / "vmlinuz").unlink()
+    with pytest.raises(UpdateError, match=r"/vmlinuz: missing \(the update's kernel file\)"):
+        sysupdate.check_medium(update, medium)
+    (medium / "vmlinuz").symlink_to(medium / "root.erofs")
+    with pytest.raises(UpdateError, match=r"vmlinuz: cannot be read"):
+        sysupdate.check_medium(update, medium)

@@ -27,6 +27,13 @@ from .app_types import Ctx, FromPath, JsonObject, iso
 # admits one bundle of the maximum size plus a handful of ordinary ones.
 MAX_INTAKE_BODY_BYTES = (MAX_BUNDLE_BYTES * 4) // 3 + 8 * 1024 * 1024
 MAX_MEDIUM_FIELD_CHARS = 128  # labels and serials as udev reports them
+# What `outpost system update` reports about a slot it wrote (digests, entry
+# name, a refusal's text): short fields, bounded so the audit entry stays small.
+INSTALL_TEXT_FIELDS = (
+    "slot", "entry", "root_sha256", "kernel_sha256", "initrd_sha256", "medium", "reason",
+)  # fmt: skip
+INSTALL_INT_FIELDS = ("version", "previous_version")
+MAX_INSTALL_FIELD_CHARS = 512
 
 
 def bundle_view(b: StagedBundle) -> dict[str, Any]:
@@ -126,6 +133,8 @@ class BundlesController(Controller):
     @post("/{bundle_id:int}/approve")
     async def approve(self, ctx: Ctx, bundle_id: FromPath[int]) -> dict[str, Any]:
         applied = _service(ctx).approve(bundle_id, ctx.actor)
+        if applied.bundle.status is BundleStatus.APPROVED:  # system-update: nothing applied here
+            return {**bundle_view(applied.bundle), "approved_for_install": applied.bundle.result}
         return {
             **bundle_view(applied.bundle),
             "applied": {
@@ -134,6 +143,31 @@ class BundlesController(Controller):
                 "trust_version": applied.trust.id if applied.trust else None,
             },
         }
+
+    @post("/{bundle_id:int}/install")
+    async def install_report(
+        self, ctx: Ctx, bundle_id: FromPath[int], data: JsonObject
+    ) -> dict[str, Any]:
+        """The root-run `outpost system update` reports a phase of writing an approved update.
+
+        The server records and audits; it never writes a slot (it runs
+        unprivileged under ProtectSystem=strict and cannot).
+        """
+        phase = data.get("phase")
+        if not isinstance(phase, str):
+            raise InvalidInput("'phase' (started, installed or failed) is required")
+        details: dict[str, Any] = {}
+        for key in INSTALL_TEXT_FIELDS:
+            if key in data:
+                details[key] = _text(data, key, MAX_INSTALL_FIELD_CHARS)
+        for key in INSTALL_INT_FIELDS:
+            if key in data:
+                v = data[key]
+                if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < 2**53:
+                    raise InvalidInput(f"'{key}' must be a non-negative integer")
+                details[key] = v
+        b = _service(ctx).record_install(bundle_id, ctx.actor, phase, details)
+        return bundle_view(b)
 
     @post("/{bundle_id:int}/reject")
     async def reject(self, ctx: Ctx, bundle_id: FromPath[int], data: JsonObject) -> dict[str, Any]:

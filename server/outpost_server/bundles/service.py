@@ -28,7 +28,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -333,6 +333,15 @@ class BundleService:
             elif b.kind == "trust-store":
                 new = TrustStore.loads(pl.exactly(payloads, TRUST_STORE_PAYLOAD, b.kind))
                 out["trust"] = _trust_summary(new)
+            elif b.kind == "system-update":
+                u = _system_update(payloads)
+                out["system_update"] = {
+                    "version": u.version,
+                    "files": [
+                        {"name": f.name, "size": f.size, "sha256": f.sha256}
+                        for f in (u.root, u.kernel, u.initrd)
+                    ],
+                }
         except OutpostError as exc:
             out["problem"] = str(exc)  # approval will refuse with the same message
         return out
@@ -419,6 +428,13 @@ class BundleService:
             self._refused(staged, actor, f"apply refused: {exc}", None)
         if verdict is not None:
             self.policy.apply(verdict)  # the live tailnet follows only after the commit
+        if applied.bundle.status is BundleStatus.APPROVED:
+            self._audit(
+                actor,
+                "bundle.approve.install",
+                {**_brief(applied.bundle), "signers": list(vb.signers), **plan.result},
+            )
+            return applied
         after = _after(applied)
         self._audit(
             actor,
@@ -431,6 +447,27 @@ class BundleService:
             },
         )
         return applied
+
+    def record_install(
+        self, bundle_id: int, actor: str, phase: str, details: dict[str, Any]
+    ) -> StagedBundle:
+        """What the root-run installer (`outpost system update`) did with an approved update.
+
+        The server never writes a slot; it records. `started` and `failed` are
+        audit entries only; `installed` also moves the bundle to INSTALLED.
+        """
+        if phase not in INSTALL_PHASES:
+            raise InvalidInput(f"phase must be one of {', '.join(INSTALL_PHASES)}, got {phase!r}")
+        b = self.ledger.get(bundle_id)
+        if b.kind != "system-update":
+            what = b.kind or "not a verified bundle"
+            raise Conflict(f"bundle {bundle_id} is {what}, not system-update")
+        if b.status not in (BundleStatus.APPROVED, BundleStatus.INSTALLED):
+            raise Conflict(f"bundle {bundle_id} is {b.status}, not approved for install")
+        if phase == "installed":
+            b = self.ledger.record_install(bundle_id, "system-update", {"installed": details})
+        self._audit(actor, f"system.update.{phase}", {**_brief(b), **details})
+        return b
 
     def _refused(
         self, staged: StagedBundle, actor: str, message: str, closed: BundleStatus | None
@@ -487,6 +524,25 @@ class BundleService:
                     "trust": _trust_summary(trust),
                 },
             )
+        if kind == "system-update":
+            update = _system_update(vb.payloads)
+            plan = replace(
+                base,
+                status=BundleStatus.APPROVED,
+                result={
+                    "approved_for_install": True,
+                    "version": update.version,
+                    "files": {
+                        role: {"name": f.name, "size": f.size, "sha256": f.sha256}
+                        for role, f in (
+                            ("root", update.root),
+                            ("kernel", update.kernel),
+                            ("initrd", update.initrd),
+                        )
+                    },
+                },
+            )
+            return vb, plan, None, {}
         if kind == "ca-material":
             raise InvalidInput(
                 "importing CA material is not supported yet: the appliance's CA "
@@ -516,6 +572,17 @@ class BundleService:
         )
 
 
+INSTALL_PHASES = ("started", "installed", "failed")
+
+
+def _system_update(payloads: Mapping[str, bytes]) -> Any:
+    """The system-update.json payload, parsed by the on-device updater's own parser,
+    so the server authorises exactly what `outpost system update` will write."""
+    from outpost_appliance.sysupdate import UPDATE_PAYLOAD, parse_update  # noqa: PLC0415
+
+    return parse_update(pl.exactly(dict(payloads), UPDATE_PAYLOAD, "system-update"))
+
+
 def _brief(b: StagedBundle) -> dict[str, Any]:
     return {"id": b.id, "file": b.file_name, "kind": b.kind, "seq": b.seq, "sha256": b.sha256}
 
@@ -539,4 +606,5 @@ def _after(a: Applied) -> dict[str, Any]:
     return out
 
 
-KINDS_APPLIED = INBOUND_KINDS - {"ca-material"}
+# system-update is approved for the root-run installer, never applied by the server
+KINDS_APPLIED = INBOUND_KINDS - {"ca-material", "system-update"}

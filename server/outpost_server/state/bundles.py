@@ -57,6 +57,11 @@ class BundleStatus(StrEnum):
     APPLIED = "applied"
     REJECTED = "rejected"
     EXPIRED = "expired"
+    # system-update only: the server authorises, a root tool writes the slot
+    # (docs/image.md "Updates"). APPROVED = verified, sequence consumed, nothing
+    # written yet; INSTALLED = the root tool reported the slot written.
+    APPROVED = "approved"
+    INSTALLED = "installed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +141,9 @@ class ApplyPlan:
     policy_comment: str = ""
     trust_document: str | None = None
     result: dict[str, Any] = field(default_factory=dict)
+    # APPLIED for everything the server itself applies; APPROVED for a
+    # system-update, which the server only authorises (it never writes a slot).
+    status: BundleStatus = BundleStatus.APPLIED
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,7 +318,9 @@ class BundleLedger:
                 s.add(BundleSequenceRow(signer_set=plan.signer_set, seq=plan.seq, updated=now))
             else:
                 seq_row.seq, seq_row.updated = plan.seq, now
-            row.status = BundleStatus.APPLIED.value
+            if plan.status not in (BundleStatus.APPLIED, BundleStatus.APPROVED):
+                raise InvalidInput(f"apply() cannot leave a bundle {plan.status}")
+            row.status = plan.status.value
             row.decided_by, row.decided_at = plan.actor[:128], now
             row.result = json.dumps(plan.result, sort_keys=True)
             s.flush()
@@ -324,6 +334,27 @@ class BundleLedger:
         for key, secret_hash in zip(keys, hashes, strict=True):
             self._store.adopt_enrolment_key(key, secret_hash)
         return Applied(bundle, keys, policy, trust)
+
+    def record_install(
+        self, bundle_id: int, kind: str, result: dict[str, Any]
+    ) -> StagedBundle:
+        """Mark an approved `kind` bundle installed (the root tool wrote it); merge `result`.
+
+        Re-running an install (after a power cut, say) reports again: an
+        INSTALLED bundle may be reported installed once more.
+        """
+        with Session(self._engine) as s, s.begin():
+            row = self._row(s, bundle_id)
+            if row.kind != kind:
+                what = row.kind or "not a verified bundle"
+                raise Conflict(f"bundle {bundle_id} is {what}, not {kind}")
+            if row.status not in (BundleStatus.APPROVED.value, BundleStatus.INSTALLED.value):
+                raise Conflict(f"bundle {bundle_id} is {row.status}, not approved for install")
+            merged = json.loads(row.result) if row.result else {}
+            merged.update(result)
+            row.status = BundleStatus.INSTALLED.value
+            row.result = json.dumps(merged, sort_keys=True)
+            return _staged(row)
 
     def _add_keys(
         self, s: Session, specs: Sequence[KeySpec], now: datetime
