@@ -213,6 +213,10 @@ def cmd_nodes(args: argparse.Namespace, c: AdminClient) -> int:
     elif a == "rename":
         n = c.post(f"/v1/nodes/{args.id}/rename", {"name": args.name})
         _out(args, n, f"node {n['id']} is now {n['fqdn']}")
+    elif a == "tag":
+        tags = [t.strip() for t in (args.tags or "").split(",") if t.strip()]
+        n = c.post(f"/v1/nodes/{args.id}/tags", {"tags": tags})
+        _out(args, n, f"node {n['name']} tags: {', '.join(n['tags']) or '(none; owned by ' + str(n['user']) + ')'}")
     elif a == "expire":
         n = c.get(f"/v1/nodes/{args.id}")
         if not _confirm(args, f"Expire node {n['name']}? It must log in again."):
@@ -349,6 +353,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp = nodes.add_parser("rename", help="rename a node (its MagicDNS name)")
     sp.add_argument("id", type=int)
     sp.add_argument("name")
+    json_flag(sp)
+    sp = nodes.add_parser("tag", help="set a node's tags (replaces them; --tags '' removes all)")
+    sp.add_argument("id", type=int)
+    sp.add_argument("--tags", required=True, help="comma-separated, e.g. tag:server,tag:prod")
     json_flag(sp)
     json_flag(nodes.add_parser("pending", help="interactive logins waiting for approval"))
     sp = nodes.add_parser("approve", help="approve a pending interactive login")

@@ -46,3 +46,25 @@ async def test_refused_requests_say_why(outpost: Running) -> None:
         await call(client, "delete", "/v1/nodes/99")
     with pytest.raises(ApiError, match="line 1"):
         await call(client, "post", "/v1/policy", {"text": "{ nope"})
+
+
+async def test_node_tags_are_set_checked_and_audited(outpost: Running) -> None:
+    from outpost_server.sim.client import SimNode
+
+    client = AdminClient(outpost.server.config.admin_socket)
+    tagged = SimNode("tagged-box")
+    await tagged.connect("127.0.0.1", outpost.port, outpost.server_key)
+    assert not (await tagged.register(outpost.new_key(tags=("tag:server",), user_id=None))).get("Error")
+    try:
+        nid = next(iter(outpost.store.nodes()))
+        with pytest.raises(ApiError, match="invalid tag 'server'"):
+            await call(client, "post", f"/v1/nodes/{nid}/tags", {"tags": ["server"]})
+        with pytest.raises(ApiError, match="must keep at least one tag"):
+            await call(client, "post", f"/v1/nodes/{nid}/tags", {"tags": []})
+        n = await call(client, "post", f"/v1/nodes/{nid}/tags", {"tags": ["tag:prod", "tag:server"]})
+        assert n["tags"] == ["tag:prod", "tag:server"]  # type: ignore[index]
+        audit = await call(client, "get", "/v1/audit?limit=5")
+        e = [x for x in audit["entries"] if x["action"] == "node.tags"][-1]  # type: ignore[index]
+        assert e["details"]["before"] == ["tag:server"] and e["details"]["after"] == ["tag:prod", "tag:server"]
+    finally:
+        await tagged.close()

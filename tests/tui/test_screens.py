@@ -350,3 +350,55 @@ async def test_backups_screen_runs_verifies_and_explains_readiness(server: Serve
         # the dashboard tile reflects the run
         await pilot.press("1")
         await wait_text(pilot, app, "Last backup", "ok; schedule: daily 02:30 UTC")
+
+
+async def test_tags_and_route_approval_from_the_node_list(server: Server, make_app: Any) -> None:
+    from outpost_server.sim.client import SimNode
+
+    class Router(SimNode):
+        def hostinfo(self) -> dict[str, Any]:
+            return {**super().hostinfo(), "RoutableIPs": ["10.9.0.0/24", "0.0.0.0/0", "::/0"]}
+
+    owner = server.store.create_user("alice")
+    _, secret = server.store.create_enrolment_key(user_id=owner.id)
+    node = Router("gateway")
+    await node.connect("127.0.0.1", server.port, server.server_key)
+    assert not (await node.register(secret)).get("Error")
+    assert await node.start_map() == 200
+    server.sims.append(node)
+    nid = next(iter(server.store.nodes()))
+    await_adv = lambda: server.store.node(nid).advertised_routes()  # noqa: E731
+    app = make_app()
+    async with app.run_test(size=(110, 32)) as pilot:
+        await wait_until(pilot, lambda: bool(await_adv()), what="routes advertised")
+        screen = await open_nodes(app, pilot)
+        table = screen.query_one("#nodes", DataTable)
+        await wait_until(pilot, lambda: table.row_count == 1)
+        table.focus()
+        # tags: a bad one is refused in the form, a good one is saved and audited
+        await pilot.press("t")
+        await wait_until(pilot, lambda: type(app.screen).__name__ == "TagsScreen")
+        box = app.screen.query_one("#tags")
+        box.value = "server"
+        await pilot.press("enter")
+        await wait_text(pilot, app, "is not a tag")
+        box.value = "tag:gateway, tag:prod"
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: app.screen is screen)
+        assert server.store.node(nid).tags == ("tag:gateway", "tag:prod")
+        # routes: only advertised ones can be approved; the exit-node pair is offered
+        await pilot.press("o")
+        await wait_until(pilot, lambda: type(app.screen).__name__ == "RoutesScreen")
+        await wait_text(pilot, app, "Advertised: 0.0.0.0/0, 10.9.0.0/24, ::/0", "exit node")
+        routes = app.screen.query_one("#routes")
+        routes.value = "10.8.0.0/24"
+        await pilot.press("enter")
+        await wait_text(pilot, app, "not advertised by this node")
+        await pilot.click("#all")
+        assert "0.0.0.0/0" in routes.value
+        await pilot.click("#ok")
+        await wait_until(pilot, lambda: app.screen is screen)
+        assert set(server.store.node(nid).approved_routes) == {"10.9.0.0/24", "0.0.0.0/0", "::/0"}
+    assert server.server is not None
+    actions = [e.action for e in server.server.audit_log.entries()]
+    assert "node.tags" in actions and "node.routes.approve" in actions

@@ -152,6 +152,15 @@ class AsyncAdminClient:
     async def rename_node(self, node_id: int, name: str) -> dict[str, Any]:
         return dict(await self.request("POST", f"/v1/nodes/{int(node_id)}/rename", {"name": name}))
 
+    async def set_node_tags(self, node_id: int, tags: list[str]) -> dict[str, Any]:
+        return dict(await self.request("POST", f"/v1/nodes/{int(node_id)}/tags", {"tags": tags}))
+
+    async def node_routes(self, node_id: int) -> dict[str, Any]:
+        return dict(await self.request("GET", f"/v1/nodes/{int(node_id)}/routes"))
+
+    async def approve_routes(self, node_id: int, routes: list[str]) -> dict[str, Any]:
+        return dict(await self.request("POST", f"/v1/nodes/{int(node_id)}/routes", {"routes": routes}))
+
     async def expire_node(self, node_id: int) -> dict[str, Any]:
         return dict(await self.request("POST", f"/v1/nodes/{int(node_id)}/expire", {}))
 

@@ -213,6 +213,16 @@ class NodesController(Controller):
     async def get_node(self, ctx: Ctx, node_id: FromPath[int]) -> dict[str, Any]:
         return node_view(ctx, ctx.store.node(NodeId(node_id)))
 
+    @post("/{node_id:int}/tags")
+    async def set_tags(self, ctx: Ctx, node_id: FromPath[int], data: JsonObject) -> dict[str, Any]:
+        tags = data.get("tags")
+        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+            raise InvalidInput("'tags' must be a list like [\"tag:server\"] (empty to remove them all)")
+        before = ctx.store.node(NodeId(node_id))
+        node = ctx.store.set_node_tags(NodeId(node_id), tags)
+        ctx.audit("node.tags", node=node.given_name, before=list(before.tags), after=list(node.tags))
+        return node_view(ctx, node)
+
     @delete("/{node_id:int}", status_code=200)
     async def delete_node(self, ctx: Ctx, node_id: FromPath[int]) -> dict[str, Any]:
         node = ctx.store.delete_node(NodeId(node_id))

@@ -444,6 +444,18 @@ class Store:
             raise Conflict(f"the name {label!r} is already taken")
         return self._write(node_id, given_name=label)
 
+    def set_node_tags(self, node_id: NodeId, tags: Iterable[str]) -> Node:
+        """Replace a node's tags. Tagged nodes are owned by their tags (the policy's tagOwners
+        decide who may use them); a node with no tags needs a user, so an ownerless node
+        cannot lose its last tag."""
+        parsed = parse_tags(tags)
+        node = self.node(node_id)
+        if not parsed and node.user_id is None:
+            raise InvalidInput(
+                f"node {node.given_name} was enrolled with tags and has no user: it must keep at least one tag"
+            )
+        return self._write(node_id, tags=parsed)
+
     def expire_node(self, node_id: NodeId, when: datetime | None = None) -> Node:
         return self._write(node_id, key_expiry=when or utcnow())
 

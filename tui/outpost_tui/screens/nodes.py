@@ -26,6 +26,7 @@ from ..widgets.safe import SafeInput
 from .approve import ApproveScreen
 from .base import OutpostScreen
 from .confirm import ConfirmScreen
+from .node_edit import RoutesScreen, TagsScreen
 from .rename import RenameScreen
 
 AUTO_REFRESH_S = 5.0
@@ -100,7 +101,9 @@ to approve it (you choose the owning user or tags) or x to reject it.
 In the node table, the pane on the right shows the selected node's addresses,
 owner, tags, client version, last contact and key expiry. Type in the search
 box (/) to filter; press s (or click a header) to change the sort order.
-Rename, expire and delete ask before they act and name the node.
+Rename, expire and delete ask before they act and name the node. t sets the
+node's tags; o approves the subnet routes it advertises, and 0.0.0.0/0 with
+::/0 make it an exit node.
 """
 
     BINDINGS = [
@@ -109,6 +112,8 @@ Rename, expire and delete ask before they act and name the node.
         Binding("a", "approve", "Approve"),
         Binding("x", "reject", "Reject"),
         Binding("n", "rename", "Rename"),
+        Binding("t", "tags", "Tags"),
+        Binding("o", "routes", "Routes"),
         Binding("e", "expire", "Expire"),
         Binding("d,delete", "delete", "Delete"),
     ]
@@ -392,6 +397,41 @@ Rename, expire and delete ask before they act and name the node.
                 self.reload()
 
         self.app.push_screen(RenameScreen(n), done)
+
+    def action_tags(self) -> None:
+        n = self._need_node()
+        if n is None:
+            return
+
+        def done(node: dict[str, Any] | None) -> None:
+            if node:
+                self.notify(f"Tags of {node.get('name')}: {', '.join(node.get('tags') or []) or 'none'}")
+                self.reload()
+
+        self.app.push_screen(TagsScreen(n), done)
+
+    def action_routes(self) -> None:
+        n = self._need_node()
+        if n is not None:
+            self.open_routes(n)
+
+    @work(group="node-routes")
+    async def open_routes(self, n: dict[str, Any]) -> None:
+        try:
+            routes = await self.console_app.client.node_routes(int(n["id"]))
+        except ApiError as exc:
+            self.report(exc, f"load the routes of {n.get('name')}")
+            return
+        if not routes.get("advertised") and not routes.get("approved"):
+            self.notify(f"{n.get('name')} advertises no routes (tailscale up --advertise-routes=...).")
+            return
+
+        def done(r: dict[str, Any] | None) -> None:
+            if r is not None:
+                self.notify(f"Approved for {n.get('name')}: {', '.join(r.get('approved') or []) or 'none'}")
+                self.reload()
+
+        self.app.push_screen(RoutesScreen(n, routes), done)
 
     def action_expire(self) -> None:
         n = self._need_node()
