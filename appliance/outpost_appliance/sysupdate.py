@@ -37,6 +37,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from outpost_server.durable import fsync_dir
 from outpost_server.errors import InvalidInput
 
 from . import slots
@@ -171,16 +172,8 @@ def _write_atomically(path: Path, write: Callable[[BinaryIO], str]) -> str:
         out.flush()
         os.fsync(out.fileno())
     tmp.replace(path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return digest
-
-
-def _fsync_dir(path: Path) -> None:
-    dir_fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def medium_file(medium: Path, f: UpdateFile) -> Path:
@@ -243,7 +236,7 @@ def install(
     if plan.remove:
         for name in plan.remove:
             (entries_dir / name).unlink(missing_ok=True)
-        _fsync_dir(entries_dir)
+        fsync_dir(entries_dir)
 
     # 1. root filesystem onto the inactive partition, verified twice
     device = partition_path(target)

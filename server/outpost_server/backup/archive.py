@@ -22,6 +22,7 @@ from typing import Any
 import zstandard
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from ..durable import fsync_dir
 from .format import (
     FILE_KEY_BYTES,
     PREFIX_BYTES,
@@ -182,21 +183,13 @@ def write_backup(
             os.fsync(out.fileno())
         failpoint("backup.before-rename")
         os.rename(tmp, final)
-        _fsync_dir(dest_dir)
+        fsync_dir(dest_dir)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     progress("verifying", 0, manifest.body_bytes)
     verify_file(final, identity.signing_key.public_key().public_bytes_raw())  # read back what was written
     return final, manifest
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # ------------------------------------------------------------------ reading

@@ -29,6 +29,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from ..durable import fsync_dir
 from .archive import OpenedBackup, Progress, _no_progress, extract, read_manifest
 from .format import BackupCorrupt, BackupError, BackupSchemaError
 from .snapshot import AUDIT_DIR, AUDIT_LOG, DB_NAME, EXCLUDED, counts, schema_revision
@@ -241,15 +242,7 @@ def _write_journal(work: Path, doc: dict[str, list[str]]) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.rename(tmp, work / JOURNAL)
-    _fsync_dir(work)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(work)
 
 
 def _replay(data_dir: Path, work: Path, failpoint: Callable[[str], None] = lambda _n: None) -> None:
@@ -269,9 +262,9 @@ def _replay(data_dir: Path, work: Path, failpoint: Callable[[str], None] = lambd
         if (new / name).exists():
             os.rename(new / name, data_dir / name)
         failpoint("restore.swapping")
-    _fsync_dir(data_dir)
+    fsync_dir(data_dir)
     (work / JOURNAL).unlink()
-    _fsync_dir(work)
+    fsync_dir(work)
     shutil.rmtree(new, ignore_errors=True)
 
 

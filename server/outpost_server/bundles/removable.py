@@ -26,10 +26,11 @@ import os
 import re
 import stat
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..durable import fsync_dir
 from .format import MAX_BUNDLE_BYTES
 from .intake import (
     BUNDLE_SUFFIX,
@@ -163,11 +164,21 @@ def fat_read(device: str, rel: str) -> bytes:
 
 
 def read_fat(device: str) -> MediumFiles:
-    out = MediumFiles(how="mtools")
+    return _read_all(device, "mtools", fat_paths, fat_read)
+
+
+def _read_all(
+    device: str,
+    how: str,
+    paths: Callable[[str, list[Rejected]], list[str]],
+    read: Callable[[str, str], bytes],
+) -> MediumFiles:
+    """Read every bundle a user-space walker found, within the per-medium byte budget."""
+    out = MediumFiles(how=how)
     budget = MAX_TOTAL_BYTES
-    for rel in fat_paths(device, out.ignored):
+    for rel in paths(device, out.ignored):
         try:
-            data = fat_read(device, rel)
+            data = read(device, rel)
         except MediaError as exc:
             out.ignored.append(Rejected(rel, f"unreadable: {exc}"))
             continue
@@ -279,20 +290,7 @@ def ext_read(device: str, rel: str) -> bytes:
 
 
 def read_ext(device: str) -> MediumFiles:
-    out = MediumFiles(how="debugfs")
-    budget = MAX_TOTAL_BYTES
-    for rel in ext_paths(device, out.ignored):
-        try:
-            data = ext_read(device, rel)
-        except MediaError as exc:
-            out.ignored.append(Rejected(rel, f"unreadable: {exc}"))
-            continue
-        budget -= len(data)
-        if budget < 0:
-            out.ignored.append(Rejected(rel, f"medium carries more than {MAX_TOTAL_BYTES} bytes of bundles"))
-            continue
-        out.files.append((rel, data))
-    return out
+    return _read_all(device, "debugfs", ext_paths, ext_read)
 
 
 # ----------------------------------------------------------------------- writing
@@ -301,14 +299,6 @@ class Written:
     path: str  # where an auditor finds it: a directory path, or "<device>:/<name>"
     readback: bytes  # the bytes read back from the medium after the write was synced
     how: str
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def write_synced(directory: Path, name: str, data: bytes) -> Path:
@@ -324,7 +314,7 @@ def write_synced(directory: Path, name: str, data: bytes) -> Path:
     finally:
         os.close(fd)
     os.replace(tmp, final)
-    _fsync_dir(directory)
+    fsync_dir(directory)
     return final
 
 

@@ -39,6 +39,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from ..durable import fsync_dir
 from ..errors import Conflict, InvalidInput, NotFound
 from . import certs
 from .certs import CertInfo, Revocation, serial_hex
@@ -151,12 +152,6 @@ class CAStatus:
 
 
 # ------------------------------------------------------------------ files
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _write(path: Path, data: bytes, mode: int = 0o644) -> None:
@@ -173,7 +168,7 @@ def _write(path: Path, data: bytes, mode: int = 0o644) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def _dt(s: str) -> dt.datetime:
@@ -314,7 +309,7 @@ class OfflineCA:
             events += ca._sign_crl(state, now, actor)
             ca._commit(state)
             os.replace(tmp, directory)  # an empty target directory is replaced too
-            _fsync_dir(directory.parent)
+            fsync_dir(directory.parent)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -413,7 +408,7 @@ class OfflineCA:
         if final.exists():  # left over from a crash before state.json was switched
             shutil.rmtree(final)
         os.replace(tmp, final)
-        _fsync_dir(leaves)
+        fsync_dir(leaves)
         self._record_issued(state, leaf, "server", names, actor, now)
         previous = state["leaf"].get("serial")
         state["leaf"] = {
@@ -729,7 +724,7 @@ class OfflineCA:
                 )
             decrypt_private_key(exported.read_bytes(), passphrase)
             key_path.unlink()
-            _fsync_dir(self.dir)
+            fsync_dir(self.dir)
             state["root_key"] = "removed"
             self._commit(state)
             root = self._root()
