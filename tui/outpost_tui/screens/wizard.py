@@ -108,7 +108,7 @@ class WizardScreen(Screen[None]):
 
     # ---------------------------------------------------------------- help
     @property
-    def HELP(self) -> str:
+    def HELP(self) -> str:  # type: ignore[override]  # the app reads screen.HELP
         step = self.step
         return f"{GENERAL_HELP}\n\nThis step, {step.TITLE}: {step.HELP}"
 
