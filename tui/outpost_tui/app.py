@@ -163,8 +163,8 @@ class OutpostConsole(App[None]):
         self.offer_setup()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action == "switch_mode" and isinstance(self.screen, WizardScreen):
-            return False  # finish or leave (F10) setup first
+        if action == "switch_mode" and any(isinstance(s, WizardScreen) for s in self.screen_stack):
+            return False  # finish or leave (F10) setup first, also from its help panel
         return not (self.locked and action in ("switch_mode", "lock"))
 
     # ------------------------------------------------------- first-boot setup
