@@ -33,11 +33,11 @@ up: $(STAMP)
 
 # Tools the tests need (root machines only; skipped elsewhere): network namespaces
 # for the interop tests, and FAT/ext4 tools for the loop-backed USB media tests.
-SYSDEP_CMDS := nft ip curl sysctl mcopy mkfs.vfat mkfs.ext4 losetup blkid
+SYSDEP_CMDS := nft ip curl sysctl mcopy mkfs.vfat mkfs.ext4 losetup blkid tmux
 sysdeps:
 	@if [ "$$(id -u)" = 0 ] && ! { for c in $(SYSDEP_CMDS); do command -v $$c >/dev/null || exit 1; done; }; then \
-	  echo "installing iproute2, nftables, curl, procps, mtools, dosfstools, e2fsprogs, util-linux"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 nftables curl procps mtools dosfstools e2fsprogs util-linux >/dev/null; \
+	  echo "installing iproute2, nftables, curl, procps, mtools, dosfstools, e2fsprogs, util-linux, tmux"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 nftables curl procps mtools dosfstools e2fsprogs util-linux tmux >/dev/null; \
 	fi
 
 $(CLIENTS): $(STAMP) tests/interop/fetch_clients.py

@@ -70,7 +70,17 @@ def _confirm(args: argparse.Namespace, what: str) -> bool:
 def _server_config(args: argparse.Namespace) -> Any:
     from outpost_server.config import ServerConfig, parse_hostport, read_mesh_key
 
+    from outpost_server.site import resolve_start
+
     mesh_with = tuple(u.strip() for item in (args.mesh_with or []) for u in item.split(",") if u.strip())
+    data_dir = _data_dir(args)
+    # Options the command line leaves out come from DATA_DIR/site.json (the first-boot wizard).
+    site = resolve_start(
+        data_dir,
+        site_name=args.site_name,
+        server_url=args.server_url,
+        default_server_url=args.default_server_url or "",
+    )
     return ServerConfig(
         mesh_key=read_mesh_key(Path(args.mesh_key_file)) if args.mesh_key_file else None,
         mesh_with=mesh_with,
@@ -78,22 +88,30 @@ def _server_config(args: argparse.Namespace) -> Any:
         admission_from=args.admission_from or "",
         derp_rate_bytes_per_s=args.derp_rate_limit,
         derp_rate_burst_bytes=args.derp_rate_burst,
-        data_dir=_data_dir(args),
+        data_dir=data_dir,
         listen=parse_hostport(args.listen, "--listen"),
         tls_listen=None if args.no_tls else parse_hostport(args.tls_listen, "--tls-listen"),
         stun_listen=None if args.no_stun else parse_hostport(args.stun_listen, "--stun-listen"),
-        server_url=args.server_url or "",
+        server_url=site.server_url,
         base_domain=args.base_domain,
-        site_name=args.site_name,
+        site_name=site.site_name,
+        addresses=site.addresses,
+        site_from_command_line=site.from_command_line,
     )
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from outpost_server.app import OutpostServer
+    from outpost_server.errors import InvalidInput
     from outpost_server.logs import setup_logging
 
     setup_logging(args.log_level)
-    asyncio.run(OutpostServer(_server_config(args)).run())
+    try:
+        cfg = _server_config(args)
+    except InvalidInput as exc:  # a bad option or a bad DATA_DIR/site.json: say which
+        print(f"outpost serve: {exc}", file=sys.stderr)
+        return 2
+    asyncio.run(OutpostServer(cfg).run())
     return 0
 
 
@@ -295,9 +313,15 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--no-tls", action="store_true", help="no HTTPS/DERP listener")
         sp.add_argument("--stun-listen", default="127.0.0.1:3478", help="STUN UDP listener (default %(default)s)")
         sp.add_argument("--no-stun", action="store_true", help="no STUN listener")
-        sp.add_argument("--server-url", help="URL clients use as --login-server (default from --listen)")
+        sp.add_argument("--server-url",
+                        help="URL clients use as --login-server (default: DATA_DIR/site.json, "
+                        "else --default-server-url, else from --listen)")  # fmt: skip
+        sp.add_argument("--default-server-url", metavar="URL",
+                        help="login URL used only when neither --server-url nor site.json gives one")  # fmt: skip
         sp.add_argument("--base-domain", default="outpost.internal", help="MagicDNS base domain (default %(default)s)")
-        sp.add_argument("--site-name", default="outpost", help="site name shown in the DERP map and certificates")
+        sp.add_argument("--site-name",
+                        help="site name shown in the DERP map and certificates "
+                        "(default: DATA_DIR/site.json, else 'outpost')")  # fmt: skip
         sp.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
         sp.add_argument("--mesh-key-file", help="shared DERP mesh key (64 hex digits) for meshing with other relays")
         sp.add_argument("--mesh-with", action="append", metavar="URL",

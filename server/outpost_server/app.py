@@ -37,6 +37,7 @@ from .bundles.service import BundleService
 from .ca import OfflineCA
 from .ca.local import ca_directory, ensure_tls_events
 from .ca.service import ServerCertificates
+from .site import SiteService
 from .config import ServerConfig
 from .errors import OutpostError
 from .control.fanout import Fanout
@@ -135,7 +136,8 @@ class OutpostServer:
         derp_key = store.server_key("derp")
 
         public_host = cfg.public_host
-        tls_names = sorted({public_host, cfg.listen[0], *( [cfg.tls_listen[0]] if cfg.tls_listen else [])})
+        listen_names = [cfg.listen[0], *([cfg.tls_listen[0]] if cfg.tls_listen else [])]
+        tls_names = sorted({public_host, *listen_names, *cfg.addresses})
         self.audit_log = self._open_audit(cfg.data_dir / "audit")
         self.record("server", "server.start", {"version": __version__, "listen": list(map(str, cfg.listen))})
         if restored:
@@ -245,6 +247,15 @@ class OutpostServer:
             root_pem=lambda: (cfg.data_dir / "tls" / "root.pem").read_bytes(),
             certs=self.certs,
             data_dir=cfg.data_dir,
+            site=SiteService(
+                cfg.data_dir,
+                running_site_name=cfg.site_name,
+                running_server_url=cfg.effective_server_url,
+                listen_names=listen_names,
+                from_command_line=cfg.site_from_command_line,
+                certs=self.certs,
+                has_users=lambda: bool(store.users()),
+            ),
         )
         sock = _unix_socket(cfg.admin_socket)
         uv = _EmbeddedUvicorn(

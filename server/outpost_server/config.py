@@ -47,6 +47,10 @@ class ServerConfig:
     server_url: str = ""
     base_domain: str = DEFAULT_BASE_DOMAIN
     site_name: str = "outpost"
+    # From DATA_DIR/site.json (site.py): more names clients dial, for the TLS
+    # certificate; and which site options the command line fixed (they win).
+    addresses: tuple[str, ...] = ()
+    site_from_command_line: tuple[str, ...] = ()
     derp_region_id: int = DEFAULT_DERP_REGION_ID
     database_url: str = ""
     # An ephemeral node (ephemeral key, tsnet Ephemeral, --state=mem:) is deleted

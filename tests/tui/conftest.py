@@ -102,6 +102,7 @@ async def server(tmp_path: Path) -> AsyncIterator[Server]:
 def make_app(server: Server) -> Callable[..., OutpostConsole]:
     def make(lock: ConsoleLock | None = None, **kw: Any) -> OutpostConsole:
         kw.setdefault("poll_interval", 0.5)
+        kw.setdefault("setup_wizard", False)  # fresh servers are never set up; wizard tests opt in
         return OutpostConsole(AsyncAdminClient(server.socket_path, timeout=2.0), lock, **kw)
 
     return make
@@ -162,6 +163,7 @@ _MASKS = (
     (re.compile(r"\b\d+[smhd] ago *"), lambda m: "~ago".ljust(len(m.group()))),
     (re.compile(r"v\d+\.\d+\.\d+\S*"), lambda m: "v" + "#" * (len(m.group()) - 1)),
     (re.compile(r"tskey-[A-Za-z0-9-]+"), lambda m: "#" * len(m.group())),
+    (re.compile(r"opk-[A-Za-z0-9_-]+"), lambda m: "#" * len(m.group())),  # enrolment keys
 )
 
 

@@ -104,3 +104,33 @@ SCREENS = {
     "audit": "8",
     "certificates": "9",
 }
+
+
+async def test_setup_wizard_is_console_safe_and_matches_snapshots(
+    server: Server, make_app: Any
+) -> None:
+    from outpost_tui.screens.wizard import WizardScreen  # noqa: PLC0415
+
+    app = make_app(setup_wizard=True)
+    async with app.run_test(size=(80, 25)) as pilot:
+        await wait_until(pilot, lambda: isinstance(app.screen, WizardScreen))
+        await app.client.create_user("admin")  # the owner of the key on the last step
+        wizard = app.screen
+        await wait_until(pilot, lambda: bool(wizard.query_one("#server-url").value))
+        for w, h in ((80, 25), (160, 50)):
+            await pilot.resize_terminal(w, h)
+            for step in range(5):
+                wizard.show_step(step)
+                await wait_until(pilot, lambda s=step: wizard.index == s)
+                if step == 1:
+                    await wait_text(pilot, app, "Root SHA-256")
+                text = await settled(pilot, app)
+                assert not unsafe(screen_text(app)), (step, unsafe(screen_text(app)))
+                if step in (0, 1):
+                    check_snapshot(f"wizard-step{step + 1}_{w}x{h}", text)
+        # the key shown once, on the last step
+        await pilot.press("enter")
+        await wait_text(pilot, app, "SHOWN ONCE")
+        text = await settled(pilot, app)
+        assert not unsafe(screen_text(app))
+        check_snapshot("wizard-enrol_160x50", text)

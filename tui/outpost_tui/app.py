@@ -12,6 +12,7 @@ client in `client.py`. The app owns three things every screen shares:
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import datetime
 from functools import partial
@@ -26,18 +27,19 @@ from textual.reactive import reactive
 from .client import ApiError, AsyncAdminClient, ServerUnreachable
 from .connection import Connection
 from .lock import ConsoleLock
-from .screens.bundles import BundlesScreen
-from .screens.dashboard import DashboardScreen
-from .screens.help import HelpScreen
 from .screens.audit import AuditScreen
 from .screens.backups import BackupsScreen
+from .screens.bundles import BundlesScreen
 from .screens.certs import CertsScreen
+from .screens.dashboard import DashboardScreen
+from .screens.help import HelpScreen
 from .screens.keys import KeysScreen
 from .screens.lock import LockScreen
 from .screens.nodes import NodesScreen
 from .screens.policy import PolicyScreen
 from .screens.upcoming import UPCOMING, UpcomingScreen
 from .screens.users import UsersScreen
+from .screens.wizard import WizardScreen
 from .theme import CONSOLE_THEME, THEME_NAME, apply_console_glyphs
 from .widgets.nav_bar import NAV_ITEMS
 
@@ -83,6 +85,7 @@ class OutpostConsole(App[None]):
         *,
         poll_interval: float = DEFAULT_POLL_S,
         idle_lock_s: float = DEFAULT_IDLE_LOCK_S,
+        setup_wizard: bool = True,
     ) -> None:
         apply_console_glyphs()
         super().__init__()
@@ -92,6 +95,7 @@ class OutpostConsole(App[None]):
         self.idle_lock_s = idle_lock_s
         self.locked = False
         self._last_input = time.monotonic()
+        self.setup_wizard = setup_wizard
 
     def on_mount(self) -> None:
         self.register_theme(CONSOLE_THEME)
@@ -101,6 +105,8 @@ class OutpostConsole(App[None]):
         if self.lock is not None:
             self.action_lock()
             self.set_interval(min(15.0, self.idle_lock_s), self._check_idle)
+        else:
+            self.offer_setup()
 
     async def on_unmount(self) -> None:
         await self.client.aclose()
@@ -154,9 +160,33 @@ class OutpostConsole(App[None]):
         if isinstance(self.screen, LockScreen):
             self.pop_screen()
         self.notify("Console unlocked. Ctrl+L locks it again.")
+        self.offer_setup()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "switch_mode" and any(isinstance(s, WizardScreen) for s in self.screen_stack):
+            return False  # finish or leave (F10) setup first, also from its help panel
         return not (self.locked and action in ("switch_mode", "lock"))
+
+    # ------------------------------------------------------- first-boot setup
+    @work(exclusive=True, group="setup", exit_on_error=False)
+    async def offer_setup(self) -> None:
+        """Open the first-boot wizard while the server says setup is not complete."""
+        if not self.setup_wizard or any(isinstance(s, WizardScreen) for s in self.screen_stack):
+            return
+        for _ in range(30):  # the server may still be starting (console and server boot together)
+            try:
+                site = await self.client.site()
+                break
+            except ServerUnreachable:
+                await asyncio.sleep(2.0)
+            except ApiError:
+                return  # a server without /v1/site: nothing to set up here
+        else:
+            return
+        if site.get("setup_complete") or self.locked:
+            return
+        if not any(isinstance(s, WizardScreen) for s in self.screen_stack):
+            self.push_screen(WizardScreen())
 
     # ------------------------------------------------------------ navigation
     def focus_pending(self) -> None:

@@ -250,3 +250,23 @@ class AsyncAdminClient:
     async def revoke_cert(self, serial: str, reason: str) -> dict[str, Any]:
         body = {"serial": serial, "reason": reason}
         return dict(await self.request("POST", "/v1/certs/revoke", body, timeout_s=SLOW_TIMEOUT_S))
+
+    # site settings and first-boot setup (see the server's site.py)
+    async def site(self) -> dict[str, Any]:
+        return dict(await self.request("GET", "/v1/site"))
+
+    async def set_site(self, **fields: Any) -> dict[str, Any]:
+        return dict(await self.request("PUT", "/v1/site", fields))
+
+    async def complete_setup(self) -> dict[str, Any]:
+        return dict(await self.request("POST", "/v1/site/complete", {}))
+
+    async def trust(self) -> dict[str, Any]:
+        return dict(await self.request("GET", "/v1/bundles/trust"))
+
+    async def init_trust(self, document: str) -> dict[str, Any]:
+        return dict(await self.request("POST", "/v1/bundles/trust/init", {"document": document}))
+
+    async def add_recovery_key(self, public: str, label: str) -> dict[str, Any]:
+        body = {"public": public, "label": label}
+        return dict(await self.request("POST", "/v1/backup/recipients", body))

@@ -28,6 +28,7 @@ from .bundles import BundlesController
 from .certs import CertificatesController, certs_brief
 from .disk import disk_brief
 from .policy import PolicyController, RoutesController
+from .site import SiteController, site_brief
 
 
 _iso = iso
@@ -139,6 +140,7 @@ class StatusController(Controller):
             "certs": certs_brief(ctx),
             "audit": audit_brief(ctx),
             "disk": disk_brief(ctx.data_dir),
+            "setup_complete": site_brief(ctx),
         }
 
 
@@ -325,6 +327,7 @@ def create_app(ctx: Ctx) -> Litestar:
             BackupController,
             BundlesController,
             CertificatesController,
+            SiteController,
         ],
         dependencies={"ctx": _Provide(ctx)},
         exception_handlers={DomainError: _domain_error, HTTPException: _http_error},

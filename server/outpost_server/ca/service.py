@@ -24,8 +24,10 @@ import ssl
 from collections.abc import Callable
 from pathlib import Path
 
+from ..errors import InvalidInput
 from .authority import CAEvent, CAStatus, OfflineCA, TLSFiles
-from .local import ca_directory, ensure_tls_events
+from .local import ca_directory, ensure_tls_events, usable_names
+from .names import NameConstraints, parse_name
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +85,36 @@ class ServerCertificates:
         self._brief = None
         return True
 
+    # --------------------------------------------------------------- names
+    def constraints(self) -> NameConstraints:
+        return NameConstraints.from_json(self._ca()._load_state()["constraints"])
+
+    def set_names(self, names: list[str]) -> list[str]:
+        """The names the server leaf should carry from now on (site settings changed).
+
+        Nothing is issued here: `renew()` (an admin's "renew now") or the hourly
+        `maintain()` issues the leaf for them. Names outside the issuing CA's
+        constraints are refused with the list of what is permitted, because
+        clients would reject a certificate carrying them.
+        """
+        constraints = self.constraints()
+        dialled = usable_names(names)  # drops 0.0.0.0 / ::, which nobody dials
+        outside = [n for n in dialled if not constraints.permits(parse_name(n))]
+        if outside:
+            raise InvalidInput(
+                f"{', '.join(outside)}: outside the CA's name constraints "
+                f"({constraints.describe()}); clients would reject a certificate for "
+                "it. Use an address in a private range or a name under a permitted domain."
+            )
+        self.names = list(names)
+        self._brief = None
+        return self.leaf_names()
+
+    def leaf_names(self) -> list[str]:
+        """What a renewal now would put in the leaf (as `ensure_tls` chooses them)."""
+        wanted = usable_names(self.names) or ["localhost"]
+        return usable_names(wanted, self.constraints())
+
     # ------------------------------------------------------------- actions
     async def maintain(self) -> list[CAEvent]:
         """The hourly check: renew the leaf (and CRL) if due, reload if it changed."""
@@ -95,11 +127,12 @@ class ServerCertificates:
         return events
 
     async def renew(self, actor: str) -> tuple[list[CAEvent], bool]:
-        """A fresh server leaf now, for the same names; returns (events, reloaded)."""
+        """A fresh server leaf now for the wanted names (usually the same as before,
+        new ones after the site settings changed); returns (events, reloaded)."""
 
         def work() -> tuple[list[CAEvent], TLSFiles]:
             ca = self._ca()
-            events = ca.renew(self.clock(), None, actor=actor)
+            events = ca.renew(self.clock(), self.leaf_names(), actor=actor)
             return events, ca.current_leaf()
 
         events, files = await asyncio.to_thread(work)
