@@ -194,6 +194,16 @@ async def shoot(server: Server, out: Path) -> None:
         await wait_text(pilot, app, "USB bundles")
         await settle(pilot)
         save(app, out, "usb")
+        from outpost_server.backup import format as bfmt  # noqa: PLC0415
+
+        assert server.server is not None
+        server.server.backups.add_recipient("screenshots", bfmt.format_public(bfmt.new_recovery_key()[1]), "safe A")
+        await pilot.press("7")
+        await wait_text(pilot, app, "Opens with")
+        await pilot.press("b")
+        await wait_text(pilot, app, "Last run", timeout=60)
+        await pilot.pause(3.5)  # let the notice go
+        save(app, out, "backups")
         await pilot.press("8")
         await wait_text(pilot, app, "entries in the log")
         await pilot.press("v")

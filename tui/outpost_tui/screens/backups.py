@@ -134,19 +134,20 @@ key: on this box run  outpost backup restore FILE --recovery-key KEYFILE
         if not s.get("ready"):
             t.append("NOT READY: no recovery key. Create one offline (outpost backup keygen) and add\n"
                      "its public key: outpost backup recipients add opr1:...\n", style="bold yellow")  # fmt: skip
-        t.append("Schedule: ")
-        t.append(f"daily at {sched.get('time')} UTC" if sched.get("enabled") else "off", style="bold")
-        t.append(f"   Keep: {ret.get('daily')} daily, {ret.get('weekly')} weekly, {ret.get('monthly')} monthly\n")
+        # One segment per line: Textual drops the spaces where two styled segments meet.
+        when = f"daily at {sched.get('time')} UTC" if sched.get("enabled") else "off"
+        t.append(
+            f"Schedule: {when}   Keep: {ret.get('daily')} daily, {ret.get('weekly')} weekly, "
+            f"{ret.get('monthly')} monthly\n"
+        )
         t.append("Opens with: " + (", ".join(opens) or "nothing") + "\n")
         runs = self.state.get("runs") or []
         if runs:
             last = runs[-1]
-            t.append(f"Last run {_utc(last.get('started'))}: ")
             if last.get("ok"):
-                t.append("ok", style="bold green")
-                t.append(f" ({last.get('name')})")
+                t.append(f"Last run {_utc(last.get('started'))}: ok ({last.get('name')})", style="green")
             else:
-                t.append(f"FAILED: {last.get('error')}", style="bold red")
+                t.append(f"Last run {_utc(last.get('started'))}: FAILED: {last.get('error')}", style="bold red")
         else:
             t.append("No backup has run on this appliance yet.")
         return t
