@@ -17,6 +17,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Label, Static
 
+from ..local_files import LocalFileError, read_text_file
 from ..widgets.safe import SafeInput
 from .form import FormDialog, InvalidForm
 
@@ -29,24 +30,10 @@ def read_policy_file(path_text: str) -> tuple[Path, str]:
     """The file's path and text, or InvalidForm saying plainly what is wrong."""
     if not path_text.strip():
         raise InvalidForm("Enter the path of the policy file (e.g. /media/usb/policy.hujson).")
-    path = Path(path_text.strip()).expanduser()
     try:
-        if path.is_dir():
-            raise InvalidForm(f"{path} is a directory; give the policy file inside it.")
-        size = path.stat().st_size
-        if size > MAX_POLICY_FILE_BYTES:
-            raise InvalidForm(f"{path} is {size} bytes; a policy file is far smaller.")
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise InvalidForm(f"No such file: {path}") from None
-    except PermissionError:
-        raise InvalidForm(f"Not allowed to read {path}.") from None
-    except OSError as exc:
-        raise InvalidForm(f"Cannot read {path}: {exc.strerror or exc}") from None
-    try:
-        return path, data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise InvalidForm(f"{path} is not UTF-8 text; is it the policy file?") from None
+        return read_text_file(path_text, "policy", MAX_POLICY_FILE_BYTES)
+    except LocalFileError as exc:
+        raise InvalidForm(str(exc)) from None
 
 
 class PolicyFileScreen(FormDialog):

@@ -24,6 +24,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Label, Static
 
 from ..client import ApiError
+from ..local_files import LocalFileError, read_text_file
 from ..widgets.safe import SafeCheckbox, SafeInput
 from .key_form import DURATION_RE
 
@@ -43,24 +44,10 @@ class StepRefused(ValueError):
 
 def read_small_file(path_text: str, what: str, limit: int) -> tuple[Path, str]:
     """A file's path and text, or StepRefused saying plainly what is wrong."""
-    path = Path(path_text.strip()).expanduser()
     try:
-        if path.is_dir():
-            raise StepRefused(f"{path} is a directory; give the {what} file inside it.")
-        size = path.stat().st_size
-        if size > limit:
-            raise StepRefused(f"{path} is {size} bytes; a {what} file is under {limit}.")
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise StepRefused(f"No such file: {path} ({what}).") from None
-    except PermissionError:
-        raise StepRefused(f"Not allowed to read {path} ({what}).") from None
-    except OSError as exc:
-        raise StepRefused(f"Cannot read {path}: {exc.strerror or exc}") from None
-    try:
-        return path, data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise StepRefused(f"{path} is not UTF-8 text; is it the {what} file?") from None
+        return read_text_file(path_text, what, limit)
+    except LocalFileError as exc:
+        raise StepRefused(str(exc)) from None
 
 
 def recovery_key_from(text: str) -> tuple[str, str]:
