@@ -111,8 +111,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except InvalidInput as exc:  # a bad option or a bad DATA_DIR/site.json: say which
         print(f"outpost serve: {exc}", file=sys.stderr)
         return 2
-    asyncio.run(OutpostServer(cfg).run())
-    return 0
+    server = OutpostServer(cfg)
+    asyncio.run(server.run())
+    return server.exit_code  # 75: restart requested (e.g. to complete a restore)
 
 
 def cmd_up(args: argparse.Namespace) -> int:

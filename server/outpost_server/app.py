@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from . import __version__
 from .api.app import create_app
 from .audit import AuditLog
-from .backup.restore import acquire_server_lock, finish_interrupted_restore
+from .backup.restore import acquire_server_lock, complete_pending, finish_interrupted_restore
 from .backup.service import BackupService
 from .api.context import ApiContext
 from .bundles.service import BundleService
@@ -68,7 +68,9 @@ CA_CHECK_INTERVAL_S = 3600.0  # leaves renew weeks before expiry; hourly is plen
 # Graceful shutdown tells DERP clients (Health + Restarting frames): come back in
 # RECONNECT ms and keep trying for TRY_FOR ms; NOTICE is how long we wait for the frames to go out.
 MESH_KEYS_MAX_AGE_S = 10.0  # the admitted-key answer is rebuilt at least this often (expiries)
-TRUST_PROVISION_FILE = "trust-store.json"  # read once at start while no trust store exists
+TRUST_PROVISION_FILE = "trust-store.json"
+RESTART_EXIT_CODE = 75  # EX_TEMPFAIL: not a crash, but systemd's Restart=on-failure brings us back
+RESTART_DELAY_S = 0.5  # read once at start while no trust store exists
 RESTART_RECONNECT_MS = 2000
 RESTART_TRY_FOR_MS = 60000
 RESTART_NOTICE_S = 0.2
@@ -119,6 +121,7 @@ class OutpostServer:
         self._tasks: list[asyncio.Task[Any]] = []
         self._stun_transport: asyncio.BaseTransport | None = None
         self._mesh_keys_cache: tuple[int, float, str, bytes] | None = None
+        self.exit_code = 0
 
     # ---------------------------------------------------------------- build
     async def start(self) -> None:
@@ -128,6 +131,7 @@ class OutpostServer:
         # One server per data directory, and never beside a restore (which takes the same lock).
         self._lock_fd = acquire_server_lock(cfg.data_dir)
         restored = finish_interrupted_restore(cfg.data_dir)  # a restore cut off mid-swap is completed
+        staged_restore = complete_pending(cfg.data_dir)  # one prepared from the console: swap it in now
         engine = open_database(cfg.database_url or sqlite_url(cfg.data_dir / "outpost.db"))
         self.engine = engine
         self.store = store = Store(engine)
@@ -142,6 +146,13 @@ class OutpostServer:
         self.record("server", "server.start", {"version": __version__, "listen": list(map(str, cfg.listen))})
         if restored:
             self.record("server", "backup.restore.completed", {"note": "finished a restore interrupted mid-swap"})
+        if staged_restore is not None:
+            rep = staged_restore.get("report") or {}
+            self.record(
+                str(staged_restore.get("actor") or "server"), "backup.restored",
+                {"backup": staged_restore.get("backup"), "backup_id": rep.get("backup_id"),
+                 "schema_from": rep.get("schema_from"), "schema_to": rep.get("schema_to"), "counts": rep.get("counts")},
+            )  # fmt: skip
         self.backups = BackupService(
             cfg.data_dir,
             site=cfg.site_name,
@@ -243,6 +254,7 @@ class OutpostServer:
             audit_sink=self.record,
             audit_chain=self.audit_log,
             backups=self.backups,
+            request_restart=self.request_restart,
             bundles=self.bundles,
             root_pem=lambda: (cfg.data_dir / "tls" / "root.pem").read_bytes(),
             certs=self.certs,
@@ -407,6 +419,12 @@ class OutpostServer:
     # ------------------------------------------------------------ lifecycle
     def request_stop(self) -> None:
         self._stop.set()
+
+    def request_restart(self) -> None:
+        """Stop with RESTART_EXIT_CODE: the service manager starts the server again (the unit
+        restarts on failure), which completes a restore prepared from the console."""
+        self.exit_code = RESTART_EXIT_CODE
+        asyncio.get_running_loop().call_later(RESTART_DELAY_S, self.request_stop)  # let the reply go out
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()

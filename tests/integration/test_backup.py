@@ -456,3 +456,50 @@ def test_export_refuses_a_damaged_backup(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=60)  # fmt: skip
     assert proc.returncode == 2 and "body digest" in proc.stderr
     assert list(dest.iterdir()) == []
+
+
+async def test_restore_prepared_while_running_is_applied_by_the_next_start(tmp_path: Path) -> None:
+    """The console's path: no shell, no stopped server; one restart completes it."""
+    private, public = recovery(tmp_path)
+    data = tmp_path / "data"
+    running = await start_server(data)
+    client = AdminClient(running.server.config.admin_socket)
+    try:
+        await call(client, "post", "/v1/users", {"name": "kept"})
+        await call(client, "post", "/v1/backup/recipients", {"public": public})
+        job = await make_backup(client)
+        await call(client, "post", "/v1/users", {"name": "after-the-backup"})
+        name = job["result"]["name"]
+        with pytest.raises(ApiError, match="not sealed to recovery key"):
+            await call(client, "post", "/v1/backup/restore",
+                       {"name": name, "recovery_key": fmt.recovery_key_file(fmt.new_recovery_key()[0])})  # fmt: skip
+        assert (await call(client, "get", "/v1/backup/restore"))["pending"] is None  # type: ignore[index]
+        doc = await call(client, "post", "/v1/backup/restore", {"name": name, "recovery_key": fmt.recovery_key_file(private)})
+        assert doc["report"]["counts"]["users"] == 1 and doc["restarting"] is False  # type: ignore[index]
+        assert (await call(client, "get", "/v1/backup/restore"))["pending"]["backup"] == name  # type: ignore[index]
+        assert {u.name for u in running.store.users().values()} == {"kept", "after-the-backup"}  # live state untouched
+    finally:
+        await running.server.stop()
+    again = await start_server(data)
+    try:
+        assert {u.name for u in again.store.users().values()} == {"kept"}
+        restored = [e for e in again.server.audit_log.entries() if e.action == "backup.restored"]
+        assert restored and restored[-1].actor.startswith("cli:")
+        assert (await call(AdminClient(again.server.config.admin_socket), "get", "/v1/backup/restore"))["pending"] is None  # type: ignore[index]
+    finally:
+        await again.server.stop()
+
+
+async def test_prepared_restore_can_be_cancelled_and_restart_is_requested_on_demand(outpost: Running, tmp_path: Path) -> None:
+    private, public = recovery(tmp_path)
+    client = AdminClient(outpost.server.config.admin_socket)
+    await call(client, "post", "/v1/backup/recipients", {"public": public})
+    job = await make_backup(client)
+    await call(client, "post", "/v1/backup/restore", {"name": job["result"]["name"], "recovery_key": fmt.recovery_key_file(private)})
+    assert (await call(client, "delete", "/v1/backup/restore"))["cancelled"] is True  # type: ignore[index]
+    assert not (outpost.server.config.data_dir / ".restore" / "new").exists()
+    doc = await call(client, "post", "/v1/backup/restore",
+                     {"name": job["result"]["name"], "recovery_key": fmt.recovery_key_file(private), "restart": True})  # fmt: skip
+    assert doc["restarting"] is True  # type: ignore[index]
+    await asyncio.sleep(1.0)
+    assert outpost.server.exit_code == 75 and outpost.server._stop.is_set()

@@ -402,3 +402,44 @@ async def test_tags_and_route_approval_from_the_node_list(server: Server, make_a
     assert server.server is not None
     actions = [e.action for e in server.server.audit_log.entries()]
     assert "node.tags" in actions and "node.routes.approve" in actions
+
+
+async def test_restore_from_the_console_with_a_recovery_key_file(server: Server, make_app: Any, tmp_path: Any) -> None:
+    from outpost_server.backup import format as fmt
+
+    assert server.server is not None
+    private, public = fmt.new_recovery_key()
+    server.server.backups.add_recipient("test", fmt.format_public(public), "")
+    keyfile = tmp_path / "recovery.key"
+    keyfile.write_text(fmt.recovery_key_file(private))
+    wrong = tmp_path / "other.key"
+    wrong.write_text(fmt.recovery_key_file(fmt.new_recovery_key()[0]))
+    app = make_app()
+    async with app.run_test(size=(120, 34)) as pilot:
+        await wait_until(pilot, lambda: app.connection.ok is True, what="connected")
+        await pilot.press("7")
+        await wait_until(pilot, lambda: isinstance(app.screen, BackupsScreen) and app.screen.loaded.is_set())
+        screen = app.screen
+        await pilot.press("b")
+        await wait_until(pilot, lambda: screen.last_job is not None, timeout=60, what="backup made")
+        table = screen.query_one("#backups", DataTable)
+        await wait_until(pilot, lambda: table.row_count == 1)
+        table.focus()
+        await pilot.press("R")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        assert "Restore outpost-" in app.screen.question and "server restarts" in app.screen.question
+        await pilot.press("y")
+        await wait_until(pilot, lambda: type(app.screen).__name__ == "RestoreScreen")
+        dialog = app.screen
+        dialog.query_one("#keyfile").value = str(tmp_path / "missing.key")
+        await pilot.press("enter")
+        await wait_text(pilot, app, "No such file")
+        dialog.query_one("#keyfile").value = str(wrong)
+        await pilot.press("enter")
+        await wait_text(pilot, app, "not sealed to recovery key")  # the server refused; nothing pending
+        assert server.server.backups.pending_restore() is None
+        dialog.query_one("#keyfile").value = str(keyfile)
+        await pilot.press("enter")
+        await notified(pilot, app, "the server is restarting")
+        assert server.server.backups.pending_restore() is not None
+        await wait_until(pilot, lambda: server.server.exit_code == 75, what="restart requested")

@@ -22,6 +22,7 @@ from urllib.parse import quote
 import httpx
 
 DEFAULT_TIMEOUT_S = 5.0
+RESTORE_TIMEOUT_S = 600.0  # decrypting and checking a large backup on a slow box
 # Renewing or revoking a certificate makes a key and fsyncs several files.
 SLOW_TIMEOUT_S = 20.0
 
@@ -193,6 +194,10 @@ class AsyncAdminClient:
 
     async def backup_verify(self, name: str) -> dict[str, Any]:
         return dict(await self.request("POST", f"/v1/backup/verify/{quote(name, safe='')}", {}))
+
+    async def backup_restore(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Decrypt and check in full, then restart the server to swap the state in."""
+        return dict(await self.request("POST", "/v1/backup/restore", request, timeout_s=RESTORE_TIMEOUT_S))
 
     async def backup_prune(self, dry_run: bool) -> list[str]:
         return list((await self.request("POST", "/v1/backup/prune", {"dry_run": dry_run}))["pruned"])

@@ -92,3 +92,31 @@ class BackupController(Controller):
         }
         ctx.audit("backup.exported", **details)
         return {"recorded": True, **details}
+
+    @get("/restore")
+    async def restore_pending(self, ctx: Ctx) -> dict[str, Any]:
+        return {"pending": ctx.backups.pending_restore()}
+
+    @post("/restore")
+    async def restore(self, ctx: Ctx, data: JsonObject) -> dict[str, Any]:
+        """Prepare a restore of a local backup (checked in full), then optionally restart to apply it."""
+        import asyncio  # noqa: PLC0415
+
+        key, phrase = data.get("recovery_key"), data.get("passphrase")
+        if key is not None and not isinstance(key, str) or phrase is not None and not isinstance(phrase, str):
+            raise InvalidInput("'recovery_key' (the key file's text) and 'passphrase' must be strings")
+        name = _str(data, "name")
+        doc = await asyncio.to_thread(ctx.backups.prepare_restore, ctx.actor, name, key, phrase)
+        ctx.audit("backup.restore.prepared", backup=name, backup_id=doc["report"]["backup_id"])
+        restart = bool(data.get("restart", False))
+        if restart and ctx.request_restart is not None:
+            ctx.audit("server.restart", reason=f"complete the restore of {name}")
+            ctx.request_restart()
+        return {**doc, "restarting": restart and ctx.request_restart is not None}
+
+    @delete("/restore", status_code=200)
+    async def restore_cancel(self, ctx: Ctx) -> dict[str, Any]:
+        cancelled = ctx.backups.cancel_restore()
+        if cancelled:
+            ctx.audit("backup.restore.cancelled")
+        return {"cancelled": cancelled}

@@ -29,6 +29,7 @@ class ApiContext:
     audit_sink: Callable[[str, str, dict[str, Any]], None] | None = None
     audit_chain: Any = None  # outpost_server.audit.AuditLog, for reading and verifying
     backups: Any = None  # outpost_server.backup.service.BackupService
+    request_restart: Callable[[], None] | None = None  # stop so the service manager restarts us
     bundles: Any = None  # outpost_server.bundles.service.BundleService
     root_pem: Callable[[], bytes] | None = None  # the Outpost CA root certificate (public)
     certs: Any = None  # outpost_server.ca.service.ServerCertificates

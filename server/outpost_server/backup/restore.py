@@ -36,6 +36,7 @@ from .snapshot import AUDIT_DIR, AUDIT_LOG, DB_NAME, EXCLUDED, counts, schema_re
 
 RESTORE_DIR = ".restore"
 JOURNAL = "journal.json"
+PENDING = "pending.json"  # a checked restore waiting for the next server start
 LOCK_NAME = "server.lock"
 
 KeyOpener = Callable[[OpenedBackup], bytes]  # manifest -> file key (recovery key or passphrase)
@@ -217,22 +218,85 @@ def restore(
             shutil.rmtree(new)  # scratch of a restore that died before its journal: never applied
         _, report = _unpack_and_check(backup, opener, new, progress, expected_signer)
         failpoint("restore.before-journal")
+        _swap_in(data_dir, work, failpoint)
         previous = work / "previous"
-        if previous.exists():
-            shutil.rmtree(previous)
-        previous.mkdir(mode=0o700)
-        replaced = sorted(
-            p.name
-            for p in data_dir.iterdir()
-            if p.name not in EXCLUDED and p.name != RESTORE_DIR and p.name != LOCK_NAME
-        )
-        replaced += [n for n in (f"{DB_NAME}-wal", f"{DB_NAME}-shm") if (data_dir / n).exists()]
-        incoming = sorted(p.name for p in new.iterdir())
-        _write_journal(work, {"replaced": replaced, "incoming": incoming})
-        failpoint("restore.after-journal")
-        _replay(data_dir, work, failpoint)
         report.checks.append(f"state swapped in; the replaced state is kept in {previous}")
         return report
+
+
+def prepare(
+    backup: Path,
+    opener: KeyOpener,
+    data_dir: Path,
+    progress: Progress = _no_progress,
+    expected_signer: bytes | None = None,
+) -> DrillReport:
+    """While the server runs: unpack and check a backup into `.restore/new` and mark it pending.
+
+    Nothing live is touched. The next server start swaps it in (`complete_pending`) before
+    it opens anything, so the console can restore with one restart and no shell.
+    """
+    work = data_dir / RESTORE_DIR
+    work.mkdir(mode=0o700, exist_ok=True)
+    (work / PENDING).unlink(missing_ok=True)
+    new = work / "new"
+    if new.exists():
+        shutil.rmtree(new)
+    try:
+        _, report = _unpack_and_check(backup, opener, new, progress, expected_signer)
+    except BaseException:
+        shutil.rmtree(new, ignore_errors=True)
+        raise
+    tmp = work / (PENDING + ".tmp")
+    tmp.write_text(json.dumps({"backup": backup.name, "report": report.to_json()}))
+    os.rename(tmp, work / PENDING)
+    fsync_dir(work)
+    return report
+
+
+def pending(data_dir: Path) -> dict[str, Any] | None:
+    path = data_dir / RESTORE_DIR / PENDING
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def cancel_pending(data_dir: Path) -> bool:
+    work = data_dir / RESTORE_DIR
+    had = (work / PENDING).exists()
+    (work / PENDING).unlink(missing_ok=True)
+    shutil.rmtree(work / "new", ignore_errors=True)
+    return had
+
+
+def complete_pending(data_dir: Path) -> dict[str, Any] | None:
+    """At server start, with the data-directory lock held: swap in a prepared restore."""
+    work = data_dir / RESTORE_DIR
+    doc = pending(data_dir)
+    if doc is None or not (work / "new").is_dir():
+        (work / PENDING).unlink(missing_ok=True)
+        return None
+    _swap_in(data_dir, work, lambda _n: None)
+    (work / PENDING).unlink(missing_ok=True)
+    fsync_dir(work)
+    return doc
+
+
+def _swap_in(data_dir: Path, work: Path, failpoint: Callable[[str], None]) -> None:
+    new, previous = work / "new", work / "previous"
+    if previous.exists():
+        shutil.rmtree(previous)
+    previous.mkdir(mode=0o700)
+    replaced = sorted(
+        p.name for p in data_dir.iterdir() if p.name not in EXCLUDED and p.name not in (RESTORE_DIR, LOCK_NAME)
+    )
+    replaced += [n for n in (f"{DB_NAME}-wal", f"{DB_NAME}-shm") if (data_dir / n).exists()]
+    incoming = sorted(p.name for p in new.iterdir())
+    _write_journal(work, {"replaced": replaced, "incoming": incoming})
+    failpoint("restore.after-journal")
+    _replay(data_dir, work, failpoint)
 
 
 def _write_journal(work: Path, doc: dict[str, list[str]]) -> None:

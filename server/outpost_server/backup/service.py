@@ -316,6 +316,42 @@ class BackupService:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
+    # ---------------------------------------------------------------- restore (staged)
+    def prepare_restore(self, actor: str, name: str, recovery_key: str | None, passphrase: str | None) -> dict[str, Any]:
+        """Decrypt and check a local backup into the restore area; the next start swaps it in.
+
+        The operator hands over the recovery key (or passphrase) for this one call; it is
+        used in memory and never stored.
+        """
+        from . import format as fmt  # noqa: PLC0415
+        from .restore import prepare  # noqa: PLC0415
+
+        path = self._named(name, "local")
+        if recovery_key:
+            private = fmt.parse_recovery_key_file(recovery_key)
+            opener = lambda ob: fmt.open_with_recovery_key(ob.manifest, private)  # noqa: E731
+        elif passphrase:
+            opener = lambda ob: fmt.open_with_passphrase(ob.manifest, passphrase)  # noqa: E731
+        else:
+            raise BackupError("a restore needs the recovery key file's text or the passphrase")
+        report = prepare(path, opener, self.data_dir)
+        doc = {"backup": name, "actor": actor, "report": report.to_json()}
+        from .restore import PENDING, RESTORE_DIR  # noqa: PLC0415
+        from .settings import write_json_atomic  # noqa: PLC0415
+
+        write_json_atomic(self.data_dir / RESTORE_DIR / PENDING, doc)
+        return doc
+
+    def pending_restore(self) -> dict[str, Any] | None:
+        from .restore import pending  # noqa: PLC0415
+
+        return pending(self.data_dir)
+
+    def cancel_restore(self) -> bool:
+        from .restore import cancel_pending  # noqa: PLC0415
+
+        return cancel_pending(self.data_dir)
+
     # ---------------------------------------------------------------- retention
     def _prune(self, directory: Path, dry_run: bool) -> list[str]:
         own = [

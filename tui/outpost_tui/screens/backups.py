@@ -16,6 +16,7 @@ from ..client import ApiError
 from ..format import size
 from .base import OutpostScreen
 from .confirm import ConfirmScreen
+from .restore import RestoreScreen
 
 JOB_POLL_S = 0.5
 
@@ -37,15 +38,17 @@ b makes a backup now and reads it back; v checks the selected backup's
 signature and digests (no key needed); p applies the retention policy after
 showing what it would delete. Scheduled backups run daily at the time shown.
 
-Restoring replaces the state and needs the server stopped and the recovery
-key: on this box run  outpost backup restore FILE --recovery-key KEYFILE
-(and  outpost backup drill  to prove a backup without touching anything).
+R (shift-r) restores the selected backup: give the recovery key file (from
+the key holder's stick) or the passphrase; the server checks the backup in
+full, then restarts and swaps the state in, keeping the old one aside.
+outpost backup drill proves a backup without touching anything.
 """
 
     BINDINGS = [
         Binding("b", "backup_now", "Back up now"),
         Binding("v", "verify", "Verify"),
         Binding("p", "prune", "Prune"),
+        Binding("R", "restore", "Restore"),
     ]
 
     DEFAULT_CSS = """
@@ -217,6 +220,32 @@ key: on this box run  outpost backup restore FILE --recovery-key KEYFILE
             return
         who = "this appliance" if r.get("own") else f"appliance {r.get('appliance')}"
         self.notify(f"{name}: signature and digests verify (made by {who}).", title="Backup intact")
+
+    def action_restore(self) -> None:
+        b = self.selected()
+        if b is None or not b.get("ok"):
+            self.notify("Select a readable backup first.", severity="warning")
+            return
+        question = (
+            f"Restore {b['name']} (made {_utc(b.get('created'))})? Every node, key, policy and the "
+            "audit log go back to that moment; the server restarts."
+        )
+
+        def confirmed(ok: bool | None) -> None:
+            if ok:
+                self.app.push_screen(RestoreScreen(b), self.restored)
+
+        self.app.push_screen(ConfirmScreen("Restore backup", question, f"Restore {b['name'][:24]}"), confirmed)
+
+    def restored(self, doc: dict[str, Any] | None) -> None:
+        if doc:
+            checks = (doc.get("report") or {}).get("checks") or []
+            self.notify(
+                f"{doc.get('backup')} checked ({len(checks)} checks passed); the server is restarting "
+                "to put it in place.",
+                title="Restore prepared",
+                timeout=15,
+            )
 
     def action_prune(self) -> None:
         self.prune_preview()
