@@ -180,7 +180,7 @@ class Relay:
         ks.conns.append(conn)
         ks.active = conn  # newest connection wins
         self.counters.connections_accepted += 1
-        if not conn.is_mesh_peer:
+        if self._watchers and not conn.is_mesh_peer:  # no frame is built when nobody watches
             self._tell_watchers(self._present_frame(conn))
         return conn
 
@@ -197,7 +197,7 @@ class Relay:
             self.counters.drop(DropReason.GONE_DISCONNECTED, len(dropped))
         if not ks.conns:
             del self._keys[conn.key]
-            if not conn.is_mesh_peer:
+            if self._watchers and not conn.is_mesh_peer:
                 self._tell_watchers(encode_peer_gone(conn.key, PeerGoneReason.DISCONNECTED))
             if conn.key not in self._mesh_routes:  # still reachable through a peer: not gone
                 self._peer_gone_from_region(conn.key)
