@@ -230,6 +230,7 @@ def prepare(
     data_dir: Path,
     progress: Progress = _no_progress,
     expected_signer: bytes | None = None,
+    actor: str = "",
 ) -> DrillReport:
     """While the server runs: unpack and check a backup into `.restore/new` and mark it pending.
 
@@ -248,7 +249,7 @@ def prepare(
         shutil.rmtree(new, ignore_errors=True)
         raise
     tmp = work / (PENDING + ".tmp")
-    tmp.write_text(json.dumps({"backup": backup.name, "report": report.to_json()}))
+    tmp.write_text(json.dumps({"backup": backup.name, "actor": actor, "report": report.to_json()}))
     os.rename(tmp, work / PENDING)
     fsync_dir(work)
     return report

@@ -334,13 +334,8 @@ class BackupService:
             opener = lambda ob: fmt.open_with_passphrase(ob.manifest, passphrase)  # noqa: E731
         else:
             raise BackupError("a restore needs the recovery key file's text or the passphrase")
-        report = prepare(path, opener, self.data_dir)
-        doc = {"backup": name, "actor": actor, "report": report.to_json()}
-        from .restore import PENDING, RESTORE_DIR  # noqa: PLC0415
-        from .settings import write_json_atomic  # noqa: PLC0415
-
-        write_json_atomic(self.data_dir / RESTORE_DIR / PENDING, doc)
-        return doc
+        report = prepare(path, opener, self.data_dir, actor=actor)
+        return {"backup": name, "actor": actor, "report": report.to_json()}
 
     def pending_restore(self) -> dict[str, Any] | None:
         from .restore import pending  # noqa: PLC0415
