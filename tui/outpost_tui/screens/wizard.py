@@ -154,7 +154,11 @@ class WizardScreen(Screen[None]):
             f"OUTPOST FIRST-BOOT SETUP  Step {self.index + 1} of {len(STEPS)}: "
             f"{self.step.TITLE}\n{marks}"
         )
-        self.query_one("#primary", Button).label = f"{self.step.PRIMARY} (Enter)"
+        primary = self.query_one("#primary", Button)
+        primary.label = f"{self.step.PRIMARY} (Enter)"
+        # Button.label does not re-layout on change: without this an auto-width
+        # button keeps the width of its old label and cuts the new one short
+        primary.refresh(layout=True)
         # hidden rather than disabled: nothing to press is clearer than a dead button
         shown_key = isinstance(self.step, EnrolStep) and self.step.has_class("-created")
         self.query_one("#back", Button).display = self.index > 0 and not shown_key
