@@ -69,3 +69,46 @@ async def test_invalid_policy_is_refused_with_its_line_and_nothing_changes(outpo
     assert (policy.generation, policy.policy) == before
     for n in (a, b, srv):
         await n.close()
+
+
+GROUPS_POLICY = """{
+  "tagOwners": {"tag:ga": ["alice@"], "tag:gb": ["alice@"]},
+  "acls": [
+    {"action": "accept", "src": ["tag:ga"], "dst": ["tag:ga:*"]},
+    {"action": "accept", "src": ["tag:gb"], "dst": ["tag:gb:*"]},
+  ],
+}"""
+
+
+async def test_a_join_and_a_leave_reach_only_the_nodes_that_can_see_them(outpost: Running) -> None:
+    """With a policy, a topology change costs in proportion to who can see the
+    node: the other group's sessions are not woken and get no message."""
+    store = outpost.store
+    store.create_user("alice")
+    _, ka = store.create_enrolment_key(user_id=None, tags=["tag:ga"], reusable=True)
+    _, kb = store.create_enrolment_key(user_id=None, tags=["tag:gb"], reusable=True)
+    policy = outpost.server.policy
+    policy.apply(policy.check(GROUPS_POLICY))
+    a1, a2 = await joined(outpost, "a1", ka), await joined(outpost, "a2", ka)
+    b1, b2 = await joined(outpost, "b1", kb), await joined(outpost, "b2", kb)
+    for n, other in ((a1, a2), (a2, a1), (b1, b2), (b2, b1)):
+        await n.wait_for(lambda n, o=other: set(n.peers) == {o.self_node["ID"]})  # type: ignore[index]
+    seen_b = (b1.messages, b2.messages)
+
+    a3 = await joined(outpost, "a3", ka)
+    a3_id = a3.self_node["ID"]  # type: ignore[index]
+    a3_ip = a3.self_node["Addresses"][0].split("/")[0]  # type: ignore[index]
+    for n in (a1, a2):
+        await n.wait_for(lambda n: a3_id in n.peers and a3_ip in src_ips(n))
+    await a3.close()  # a leave: peers see it offline
+    for n in (a1, a2):
+        await n.wait_for(lambda n: n.peers[a3_id].get("Online") is False)
+    store.delete_node(a3_id)  # and a removal: gone from peers and filters
+    for n in (a1, a2):
+        await n.wait_for(lambda n: a3_id not in n.peers and a3_ip not in src_ips(n))
+    # Every change has been delivered to group A; group B's sessions were
+    # never marked, so no message (not even an empty self update) went out.
+    assert (b1.messages, b2.messages) == seen_b
+    assert a3_id not in b1.peers and a3_ip not in src_ips(b1)
+    for n in (a1, a2, b1, b2):
+        await n.close()

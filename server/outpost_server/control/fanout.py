@@ -31,7 +31,7 @@ from typing import Any
 from ..state.model import PATCHABLE_FIELDS, Node, NodeChange, NodeId
 from ..state.store import Store, utcnow
 from .mapper import go_time, user_profile
-from .policystate import PolicyState
+from .policystate import TOPOLOGY_FIELDS, PolicyState
 
 Visibility = Callable[[NodeId, NodeId], bool]  # (viewer, node) -> may viewer see node
 
@@ -60,9 +60,10 @@ class MapSession:
     farewell: Node | None = None
     # Policy-derived state last sent, to send only what a policy change altered.
     policy_dirty: bool = False
-    peer_sig: dict[NodeId, tuple[int, str]] = field(default_factory=dict)
+    peer_sig: dict[NodeId, tuple[int, Any]] = field(default_factory=dict)
     sent_filter: str = ""
     sent_ssh: str = ""
+    sent_self: str = ""
 
     def close(self, reason: str) -> None:
         self.closed = True
@@ -70,12 +71,10 @@ class MapSession:
         self.wake.set()
 
 
-def _route_sig(node: Node, rendered: dict[str, Any]) -> tuple[int, str]:
-    """What a policy change can alter in a peer as one viewer sees it."""
-    return (
-        node.revision,
-        json.dumps(rendered.get("AllowedIPs")) + json.dumps(rendered.get("PrimaryRoutes")),
-    )
+def _route_sig(node: Node, peer_view: Any) -> tuple[int, Any]:
+    """What a policy change can alter in a peer as one viewer sees it: the
+    node's revision and the policy's (immutable, comparable) view of it."""
+    return (node.revision, peer_view)
 
 
 class Fanout:
@@ -115,8 +114,18 @@ class Fanout:
         return node_id in self.sessions
 
     def _viewers(self, node_id: NodeId) -> Iterable[MapSession]:
-        for viewer_id, s in self.sessions.items():
-            if viewer_id != node_id and self._visible(viewer_id, node_id):
+        """Sessions of the nodes that may see `node_id`: with a policy, its
+        peers (visibility is symmetric), O(peers); allow-all, every session."""
+        ids = self.policy.visible_ids(node_id) if self.policy is not None else None
+        if ids is None:
+            for viewer_id, s in self.sessions.items():
+                if viewer_id != node_id and self._visible(viewer_id, node_id):
+                    yield s
+            return
+        sessions = self.sessions
+        for viewer_id in ids:
+            s = sessions.get(viewer_id)
+            if s is not None:
                 yield s
 
     def _mark_online(self, node_id: NodeId, online: bool) -> None:
@@ -144,6 +153,15 @@ class Fanout:
         if own is not None and change.kind == "updated":
             own.self_dirty = True
             own.wake.set()
+        if (
+            self.policy is not None
+            and self.policy.policy is not None
+            and (change.kind == "added" or change.fields & TOPOLOGY_FIELDS)
+        ):
+            # The policy state notifies exactly the sessions whose view this
+            # alters once it has recompiled (right after this write; a
+            # registration does not wait for that): see PolicyState.settle.
+            return
         patch_only = change.kind == "updated" and change.fields <= PATCHABLE_FIELDS
         for s in self._viewers(nid):
             if patch_only and nid in s.known_peers:
@@ -153,10 +171,15 @@ class Fanout:
                 s.removed.discard(nid)
             s.wake.set()
 
-    def policy_changed(self) -> None:
-        """Visibility, filters or routes may have changed: each session
-        re-evaluates its own view when it next wakes (see `_policy_delta`)."""
-        for s in self.sessions.values():
+    def policy_changed(self, affected: frozenset[NodeId] | None = None) -> None:
+        """Visibility, filters or routes may have changed for `affected` (None:
+        for anyone): each of those sessions re-evaluates its own view when it
+        next wakes (see `_policy_delta`)."""
+        if affected is None:
+            targets: Iterable[MapSession] = self.sessions.values()
+        else:
+            targets = (s for i in affected if (s := self.sessions.get(i)) is not None)
+        for s in targets:
             s.policy_dirty = True
             s.wake.set()
 
@@ -166,13 +189,15 @@ class Fanout:
         if self.policy is not None and self.policy.policy is not None:
             d.update(self.policy.peer_overlay(s.node_id, node))
             # Only a policy change diffs against this; allow-all never reads it.
-            s.peer_sig[node.id] = _route_sig(node, d)
+            s.peer_sig[node.id] = _route_sig(node, self.policy.peer_view(s.node_id, node.id))
         return d
 
     def _self(self, s: MapSession, node: Node, renderer: Any) -> dict[str, Any]:
         d = renderer.self_node(node, True)
         if self.policy is not None:
-            d.update(self.policy.self_overlay(node.id))
+            overlay = self.policy.self_overlay(node.id)
+            d.update(overlay)
+            s.sent_self = json.dumps(overlay, sort_keys=True) + str(node.revision)
         return d
 
     def _policy_fields(self, s: MapSession, resp: dict[str, Any], force: bool) -> None:
@@ -193,13 +218,19 @@ class Fanout:
     def _policy_delta(self, s: MapSession, renderer: Any) -> None:
         """Turn a policy/topology change into ordinary pending sets."""
         s.policy_dirty = False
-        s.self_dirty = True
         nodes = self._store.nodes()
-        assert self.policy is not None
-        visible = self.policy.visible_ids(s.node_id)
+        policy = self.policy
+        assert policy is not None
+        me = nodes.get(s.node_id)
+        if me is not None:
+            own = json.dumps(policy.self_overlay(s.node_id), sort_keys=True) + str(me.revision)
+            if own != s.sent_self:
+                s.self_dirty = True
+        visible = policy.visible_ids(s.node_id)
         ids = (set(nodes) - {s.node_id}) if visible is None else visible
         for gone in s.known_peers - ids:
             s.removed.add(gone)
+        with_policy = policy.policy is not None
         for i in ids:
             node = nodes.get(i)
             if node is None:
@@ -207,10 +238,8 @@ class Fanout:
             if i not in s.known_peers:
                 s.changed.add(i)
                 continue
-            d = dict(renderer.base(node))
-            if self.policy.policy is not None:
-                d.update(self.policy.peer_overlay(s.node_id, node))
-            if s.peer_sig.get(i) != _route_sig(node, d):
+            pv = policy.peer_view(s.node_id, i) if with_policy else None
+            if s.peer_sig.get(i) != _route_sig(node, pv):
                 s.changed.add(i)
 
     # ------------------------------------------------------------ building

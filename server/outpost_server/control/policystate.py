@@ -14,14 +14,25 @@ Per-node answers (packet filter, visible peers, SSH policy, self view) come
 from the compiled policy's per-node cache, so each is computed once per
 generation, on first use by that node's map session.
 
+Who must hear of a topology change (`settle`): the changes since the last
+notification are collected and, in one step scheduled right after the write
+(so a registration never waits for a compilation), turned into the set of
+nodes whose view may differ: each changed node and its viewers before and
+after (visibility is symmetric: either side may open a connection, the rule
+the recorded control-plane captures show without exception). Only those
+sessions re-evaluate their view. A change that involves subnet routes or exit
+nodes can move a primary route anybody sees, so it notifies everyone, as does
+a new policy text.
+
 Users are referenced in policies as `name@` (or by their full name when it is
 an e-mail address); nodes are identified to the engine by their id.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,7 +76,14 @@ class PolicyState:
         self.generation = 0
         self._compiled: CompiledPolicy | None = None
         self._compiled_gen = -1
-        self.on_stale: list[Callable[[], None]] = []
+        # Called with the ids whose view may have changed, or None for everyone.
+        self.on_stale: list[Callable[[frozenset[NodeId] | None], None]] = []
+        # Topology changes not yet notified: node ids, or None once everyone is due.
+        self._pending: set[NodeId] | None = set()
+        self._settle_scheduled = False
+        # The compilation the last notification was made against: the "before"
+        # side of the next one (who saw a node that has since left).
+        self._notified: CompiledPolicy | None = None
         record = store.current_policy()
         if record is not None:
             self.policy = load_policy(record.text)
@@ -97,25 +115,74 @@ class PolicyState:
         return Topology(users=users, nodes=nodes)
 
     def _on_change(self, change: NodeChange) -> None:
+        now = self._store.nodes().get(change.node_id)
+        before = change.before
+        routes = any(
+            n is not None and bool(n.approved_routes or n.advertised_routes())
+            for n in (before, now)
+        )
         if change.kind in ("added", "removed"):
-            self.mark_stale()
+            self.mark_stale(None if routes else (change.node_id,))
             return
         fields = change.fields
         if fields & TOPOLOGY_FIELDS:
-            self.mark_stale()
-        elif "hostinfo_json" in fields and change.before is not None:
-            now = self._store.nodes().get(change.node_id)
-            if now is not None and now.advertised_routes() != change.before.advertised_routes():
-                self.mark_stale()
+            self.mark_stale(None if routes else (change.node_id,))
+        elif "hostinfo_json" in fields and before is not None:
+            if now is not None and now.advertised_routes() != before.advertised_routes():
+                self.mark_stale(None)
 
-    def mark_stale(self) -> None:
+    def mark_stale(self, nodes: Iterable[NodeId] | None = None) -> None:
+        """The topology changed for `nodes` (None: in a way anyone may see)."""
         self.generation += 1
         if self.policy is None:
             # Allow-all: visibility and filters do not depend on the topology,
             # so joins and leaves travel the ordinary delta path alone.
             return
+        if nodes is None:
+            self._pending = None
+        elif self._pending is not None:
+            self._pending.update(nodes)
+        if self._settle_scheduled:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no event loop (tools, unit tests): at once
+            self.settle()
+            return
+        self._settle_scheduled = True
+        loop.call_soon(self.settle)
+
+    def settle(self) -> None:
+        """Notify the sessions whose view the pending changes may alter."""
+        self._settle_scheduled = False
+        pending, self._pending = self._pending, set()
+        before = self._notified
+        after = self.compiled()
+        self._notified = after
+        if pending is not None and not pending:
+            return
+        if pending is None or before is None:  # nothing to compare with: everyone
+            affected = None
+        else:
+            affected = self._affected(pending, before, after)
         for cb in self.on_stale:
-            cb()
+            cb(affected)
+
+    @staticmethod
+    def _affected(
+        nodes: set[NodeId], before: CompiledPolicy | None, after: CompiledPolicy | None
+    ) -> frozenset[NodeId]:
+        out = set(nodes)
+        for compiled in (before, after):
+            if compiled is None:
+                continue
+            for nid in nodes:
+                try:
+                    view = compiled.node(topo_name(nid))
+                except KeyError:  # not in that compilation (joined after / left before)
+                    continue
+                out.update(NodeId(int(name[1:])) for name in view.visible_peers)
+        return frozenset(out)
 
     def compiled(self) -> CompiledPolicy | None:
         if self.policy is None:
@@ -138,8 +205,10 @@ class PolicyState:
         self.generation += 1
         self._compiled = verdict.compiled
         self._compiled_gen = self.generation
+        self._notified = verdict.compiled
+        self._pending = set()
         for cb in self.on_stale:
-            cb()
+            cb(None)
 
     # ---------------------------------------------------------- per node
     def view(self, node_id: NodeId) -> NodeView | None:
@@ -156,6 +225,11 @@ class PolicyState:
             return True
         view = self.view(viewer)
         return view is not None and topo_name(node) in view.visible_peers
+
+    def peer_view(self, viewer: NodeId, peer: NodeId) -> Any:
+        """What the policy makes of `peer` for `viewer` (a comparable value), or None."""
+        view = self.view(viewer)
+        return None if view is None else view.visible_peers.get(topo_name(peer))
 
     def visible_ids(self, viewer: NodeId) -> set[NodeId] | None:
         """The peers `viewer` may see, or None for "everyone" (no policy)."""
