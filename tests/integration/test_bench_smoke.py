@@ -2,7 +2,8 @@
 
 Runs the same scenario code as `make bench` at ~200 nodes with the server in
 its own process: every node registers and gets its map, every timed change
-(join, endpoint change, leave) reaches every peer that may see it. Speed is never asserted
+(join, endpoint change, leave) reaches every peer that may see it, and a
+policy change reaches every node. Speed is never asserted
 here; the figures live in docs/benchmarks.md.
 """
 
@@ -32,6 +33,9 @@ async def test_swarm_correctness(group: int) -> None:
     assert r.bulk_failed == 0, r.notes
     assert len(r.bulk_register_s) == SMOKE_NODES - SMOKE_PROBES
     assert len(r.register_s) == SMOKE_PROBES
+    # the policy change reached every connected node
+    assert r.policy_nodes == SMOKE_NODES - SMOKE_PROBES
+    assert r.policy_missing == 0 and len(r.policy_node_s) == r.policy_nodes
     for kind in ("join", "endpoint", "leave"):
         assert r.fanout_missing.get(kind) == 0, (kind, r.fanout_missing)
         assert len(r.fanout_s.get(kind, [])) == SMOKE_PROBES, kind

@@ -27,14 +27,20 @@ async def tailnet(outpost: Running) -> tuple[SimNode, SimNode, SimNode]:
     _, ka = store.create_enrolment_key(user_id=alice.id)
     _, kb = store.create_enrolment_key(user_id=bob.id)
     _, ks = store.create_enrolment_key(user_id=None, tags=["tag:server"])
-    return (await joined(outpost, "alice", ka), await joined(outpost, "bob", kb), await joined(outpost, "srv", ks))
+    return (
+        await joined(outpost, "alice", ka),
+        await joined(outpost, "bob", kb),
+        await joined(outpost, "srv", ks),
+    )
 
 
 def src_ips(node: SimNode) -> set[str]:
     return {ip for rule in node.packet_filter for ip in rule["SrcIPs"]}
 
 
-async def test_policy_change_flips_visibility_and_filters_without_reconnecting(outpost: Running) -> None:
+async def test_policy_change_flips_visibility_and_filters_without_reconnecting(
+    outpost: Running,
+) -> None:
     a, b, srv = await tailnet(outpost)
     await a.wait_for(lambda n: len(n.peers) == 2)  # allow-all before any policy
     policy = outpost.server.policy
@@ -46,7 +52,9 @@ async def test_policy_change_flips_visibility_and_filters_without_reconnecting(o
     await a.wait_for(lambda n: set(n.peers) == {srv_id})
     await b.wait_for(lambda n: n.peers == {})
     await srv.wait_for(lambda n: src_ips(n) == {a_ip, a.self_node["Addresses"][1].split("/")[0]})  # type: ignore[index]
-    assert all(p["Ports"] == {"First": 80, "Last": 80} for r in srv.packet_filter for p in r["DstPorts"])
+    assert all(
+        p["Ports"] == {"First": 80, "Last": 80} for r in srv.packet_filter for p in r["DstPorts"]
+    )
     assert a.packet_filter == []  # nothing may reach alice
 
     policy.apply(policy.check(POLICY_BOB_TOO))
@@ -56,13 +64,17 @@ async def test_policy_change_flips_visibility_and_filters_without_reconnecting(o
         await n.close()
 
 
-async def test_invalid_policy_is_refused_with_its_line_and_nothing_changes(outpost: Running) -> None:
+async def test_invalid_policy_is_refused_with_its_line_and_nothing_changes(
+    outpost: Running,
+) -> None:
     a, b, srv = await tailnet(outpost)
     policy = outpost.server.policy
     policy.apply(policy.check(POLICY))
     before = (policy.generation, policy.policy)
     with pytest.raises(InvalidInput, match="line"):
-        policy.check('{\n  "acls": [\n    {"action": "accept", "src": ["*"] "dst": ["*:*"]},\n  ],\n}')
+        policy.check(
+            '{\n  "acls": [\n    {"action": "accept", "src": ["*"] "dst": ["*:*"]},\n  ],\n}'
+        )
     failing_test = POLICY[:-1] + ', "tests": [{"src": "bob@", "accept": ["tag:server:80"]}]}'
     with pytest.raises(InvalidInput):
         policy.check(failing_test)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import sys
 from dataclasses import dataclass
@@ -34,12 +35,12 @@ def sample(pid: int) -> ProcSample:
 class ServerProcess:
     """`python -m outpost_server.bench.serve` on loopback; restartable on the same port."""
 
-    def __init__(self, data_dir: Path, port: int, group: int = 0) -> None:
+    def __init__(self, data_dir: Path, port: int, groups: int = 0) -> None:
         self.data_dir = data_dir
         self.port = port
-        self.group = group
+        self.groups = groups
         self.proc: asyncio.subprocess.Process | None = None
-        self.key = ""
+        self.keys: list[str] = []
         self.stop_log: list[str] = []  # "outpost: stopped in X s" lines, one per stop
 
     @property
@@ -57,8 +58,8 @@ class ServerProcess:
             "--port",
             str(self.port),
         ]
-        if self.group:
-            args += ["--group", str(self.group)]
+        if self.groups:
+            args += ["--groups", str(self.groups)]
         if make_key:
             args.append("--make-key")
         self.proc = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.PIPE)
@@ -70,8 +71,8 @@ class ServerProcess:
                 line = (await self.proc.stdout.readline()).decode()
                 if not line:
                     raise RuntimeError("bench server exited during start-up")
-                if line.startswith("key: "):
-                    self.key = line[5:].strip()
+                if line.startswith("keys: "):
+                    self.keys = json.loads(line[6:])
                 if line.startswith("outpost: ready"):
                     return
 
@@ -79,6 +80,24 @@ class ServerProcess:
 
     def sample(self) -> ProcSample:
         return sample(self.pid)
+
+    async def admin(self, method: str, path: str, body: object = None) -> tuple[int, bytes]:
+        """One request to the server's admin API on its Unix socket (HTTP/1.1)."""
+        payload = b"" if body is None else json.dumps(body).encode()
+        reader, writer = await asyncio.open_unix_connection(str(self.data_dir / "admin.sock"))
+        try:
+            head = (
+                f"{method} {path} HTTP/1.1\r\nHost: outpost\r\nConnection: close\r\n"
+                f"X-Outpost-Actor: bench\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(payload)}\r\n\r\n"
+            )
+            writer.write(head.encode() + payload)
+            await writer.drain()
+            raw = await reader.read()
+        finally:
+            writer.close()
+        status = int(raw.split(b" ", 2)[1]) if raw.startswith(b"HTTP/") else 0
+        return status, raw.partition(b"\r\n\r\n")[2]
 
     def terminate(self) -> None:
         if self.proc is not None and self.proc.returncode is None:

@@ -135,6 +135,20 @@ def targets(sizes: list[SizeResult], relay: list[RelayResult]) -> list[Target]:
                     where,
                 )
             )
+    scoped = [r for r in sizes if r.group]
+    top = max(scoped or sizes, key=lambda r: r.nodes, default=None)
+    if top is not None:
+        out.append(
+            Target(
+                "policy change → every node (at 10k)",
+                top.policy_s,
+                5,
+                "s",
+                f"{label(top)}, {top.policy_nodes} nodes"
+                + ("" if top.nodes >= 10000 else "; 10k not run")
+                + (f"; {top.policy_missing} never got it" if top.policy_missing else ""),
+            )
+        )
     for r in allow:
         if r.nodes == 1000:
             out.append(
@@ -181,8 +195,8 @@ def _s(v: float | None, scale: float) -> float | None:
 
 def size_table(sizes: list[SizeResult]) -> list[str]:
     lines = [
-        "| nodes (visibility) | bulk bring-up | reg p50 / p99 | first byte → full map p50 / p99 | join → last peer p50 / p99 | endpoint → last peer p50 / p99 | leave → last peer p50 / p99 | missed receipts | RSS base → loaded | per node | idle CPU | storm (from SIGTERM / from ready) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| nodes (visibility) | bulk bring-up | reg p50 / p99 | first byte → full map p50 / p99 | join → last peer p50 / p99 | endpoint → last peer p50 / p99 | leave → last peer p50 / p99 | policy change → node p50 / last | missed receipts | RSS base → loaded | per node | idle CPU | storm (from SIGTERM / from ready) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in sizes:
         fk = {
@@ -201,7 +215,9 @@ def size_table(sizes: list[SizeResult]) -> list[str]:
             f"(reg p50 {ms(percentile(r.bulk_register_s, 50))}) "
             f"| {ms(percentile(r.register_s, 50))} / {ms(percentile(r.register_s, 99))} "
             f"| {ms(percentile(r.first_map_s, 50))} / {ms(percentile(r.first_map_s, 99))} "
-            f"| {fk['join']} | {fk['endpoint']} | {fk['leave']} | {missing} "
+            f"| {fk['join']} | {fk['endpoint']} | {fk['leave']} "
+            f"| {ms(percentile(r.policy_node_s, 50))} / {ms(r.policy_s)} "
+            f"({len(r.policy_node_s)}/{r.policy_nodes}) | {missing} "
             f"| {r.rss_base / 2**20:.0f} → {r.rss_loaded / 2**20:.0f} MiB | {mem_per_node(r) or 0:.1f} KiB "
             f"| {'—' if idle is None else f'{idle:.4f} %/100 nodes'} ({r.idle_cpu_s:.2f} CPU-s in {r.idle_s:.0f} s) | {storm} |"
         )
@@ -268,6 +284,24 @@ def plots(
     fig.savefig(p, dpi=90)
     plt.close(fig)
     made.append(p)
+
+    if any(r.policy_node_s for r in sizes):
+        fig, ax = plt.subplots(figsize=(7, 4.2))
+        for r in sizes:
+            vals = sorted(v for v in r.policy_node_s)
+            if vals:
+                ax.plot(vals, [(i + 1) / len(vals) for i in range(len(vals))], label=label(r))
+        ax.axvline(5, color="red", linestyle="--", label="target: all within 5 s at 10k")
+        ax.set_title("policy change → each node applied its new filter")
+        ax.set_xlabel("s")
+        ax.set_ylabel("fraction of nodes")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        p = outdir / f"{stamp}-policy-cdf.png"
+        fig.savefig(p, dpi=90)
+        plt.close(fig)
+        made.append(p)
 
     if relay:
         fig, ax = plt.subplots(figsize=(7, 4.2))

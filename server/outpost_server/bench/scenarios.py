@@ -10,12 +10,21 @@ Order of a run (server in its own process, fresh data directory):
 5. leave probes: the probe nodes disconnect one at a time (peers see Online=false);
 6. idle: server CPU over `idle_s` with nothing but keep-alives;
 7. reconnect storm: SIGTERM, restart on the same port and data, until every
-   node applied a new full map.
+   node applied a new full map;
+8. policy change (last, so that at allow-all the idle window and the storm
+   ran with no policy at all): a new policy text through the admin API
+   (every node's filter changes, visibility does not), until every connected
+   node applied a packet filter with the new port range.
+
+Visibility: `group` 0 runs with no policy (allow-all); `group` G gives the
+server a real policy of ceil(N/G) disjoint tag groups (`serve.group_policy`),
+so each node sees about G-1 peers, through the policy engine.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import socket
 import tempfile
@@ -27,16 +36,18 @@ from typing import Any
 
 from ..sim.client import fetch_server_key
 from .procstat import ServerProcess
-from .swarm import BenchNode, Probe, Swarm, all_visible, group_visible
+from .serve import allow_all_policy, group_policy
+from .swarm import BenchNode, PolicyProbe, Probe, Swarm
 
 PROBE_TIMEOUT_S = 60.0
+POLICY_TIMEOUT_S = 120.0
 SETTLE_S = 3.0  # let writes and GC settle before reading RSS
 
 
 @dataclass
 class SizeResult:
     nodes: int
-    group: int  # 0 = allow-all, else peers see only their block of `group` ids
+    group: int  # 0 = allow-all, else a policy of disjoint groups of about `group` nodes
     bulk_register_s: list[float] = field(default_factory=list)
     bulk_first_map_s: list[float] = field(default_factory=list)
     bulk_wall_s: float = 0.0
@@ -46,6 +57,10 @@ class SizeResult:
     fanout_s: dict[str, list[float]] = field(default_factory=dict)  # kind -> per-probe last receipt
     fanout_peer_s: dict[str, list[float]] = field(default_factory=dict)  # kind -> every receipt
     fanout_missing: dict[str, int] = field(default_factory=dict)
+    policy_s: float | None = None  # admin request -> last node applied the new filter
+    policy_node_s: list[float] = field(default_factory=list)  # every node's receipt
+    policy_missing: int = 0
+    policy_nodes: int = 0
     rss_base: int = 0
     rss_loaded: int = 0
     idle_s: float = 0.0
@@ -79,13 +94,12 @@ async def run_size(
 ) -> SizeResult:
     res = SizeResult(nodes=nodes, group=group)
     with tempfile.TemporaryDirectory(prefix="outpost-bench-") as tmp:
-        server = ServerProcess(Path(tmp) / "data", free_port(), group)
+        groups = -(-nodes // group) if group else 0
+        server = ServerProcess(Path(tmp) / "data", free_port(), groups)
         await server.start(make_key=True)
         try:
             key = await fetch_server_key("127.0.0.1", server.port)
-            swarm = Swarm(
-                server.port, key, server.key, group_visible(group) if group else all_visible
-            )
+            swarm = Swarm(server.port, key, server.keys)
             await asyncio.sleep(1.0)
             res.rss_base = server.sample().rss_bytes
 
@@ -105,11 +119,12 @@ async def run_size(
 
             # -- joins: registration latency at ~N, and join fan-out
             joined: list[BenchNode] = []
+            rng_groups = random.Random(nodes + 1)
             for i in range(probes):
                 probe = Probe("join", None, _has_peer)
 
                 async def do_join(i: int = i, probe: Probe = probe) -> None:
-                    node, timing = await swarm.join(f"probe{i}")
+                    node, timing = await swarm.join(f"probe{i}", rng_groups.randrange(1 << 30))
                     joined.append(node)
                     res.register_s.append(timing.register_s)
                     res.first_map_s.append(timing.first_map_s)
@@ -179,6 +194,28 @@ async def run_size(
                     res.storm_s = last - t_kill
                     res.storm_from_ready_s = last - t_ready
                 log(f"[{nodes}] storm: {len(got)}/{res.storm_nodes} back in {res.storm_s} s")
+
+            # -- policy change: every filter changes, visibility stays
+            text = group_policy(groups, "1-65535") if groups else allow_all_policy("1-65535")
+            expected = {n.node_id for n in swarm.nodes if n.connected}
+            pprobe = PolicyProbe(expected)
+            swarm.policy_probe = pprobe
+            try:
+                pprobe.t0 = time.monotonic()
+                status, body = await server.admin("POST", "/v1/policy", {"text": text})
+                if status not in (200, 201):
+                    raise RuntimeError(f"policy change refused: HTTP {status} {body[:200]!r}")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(pprobe.done.wait(), POLICY_TIMEOUT_S)
+            finally:
+                swarm.policy_probe = None
+            lat = pprobe.latencies()
+            res.policy_nodes = len(expected)
+            res.policy_missing = len(expected) - len(lat)
+            res.policy_node_s = lat
+            res.policy_s = max(lat) if lat and not res.policy_missing else None
+            log(f"[{nodes}] policy change: {len(lat)}/{len(expected)} in {res.policy_s} s")
+
             await swarm.close()
         finally:
             await server.stop()

@@ -1,18 +1,21 @@
 """The server under test, as its own process.
 
-    python -m outpost_server.bench.serve --data-dir D --port P [--group N] [--make-key]
+    python -m outpost_server.bench.serve --data-dir D --port P [--groups K] [--make-key]
 
-Prints `outpost: ready` and, with --make-key, one line `key: <secret>` (a
-reusable enrolment key for the harness). --group N emulates policy-scoped
-visibility without the policy engine: nodes see only the nodes in their own
-block of N consecutive ids (N-1 peers each). It replaces the fan-out's
-visibility callable after construction, in this process only.
+Prints `outpost: ready` and, with --make-key, one line `keys: <JSON list>` of
+reusable enrolment keys for the harness. Without --groups there is no policy
+(allow-all) and one untagged key. With --groups K the server gets a real
+policy through the same path as the admin API (`group_policy`): K tags
+`tag:g0`..., each node may reach only nodes of its own tag, and key k enrols
+into `tag:gk`. The harness spreads nodes over the keys, so a group of about
+N/K nodes sees only itself, through the real policy engine.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import resource
 import socket
@@ -32,11 +35,27 @@ def raise_nofile() -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
-def group_visibility(size: int):  # type: ignore[no-untyped-def]
-    def visible(viewer: int, node: int) -> bool:
-        return (viewer - 1) // size == (node - 1) // size
+ACTOR = "bench"
 
-    return visible
+
+def group_policy(groups: int, ports: str = "*") -> str:
+    """K disjoint groups, each allowed to reach itself on `ports`.
+
+    The policy-change scenario swaps `*` for `1-65535`: every node's filter
+    changes (the rendered port range differs) while visibility stays.
+    """
+    tags = [f"tag:g{k}" for k in range(groups)]
+    return json.dumps(
+        {
+            "tagOwners": {t: ["autogroup:admin"] for t in tags},
+            "acls": [{"action": "accept", "src": [t], "dst": [f"{t}:{ports}"]} for t in tags],
+        },
+        indent=1,
+    )
+
+
+def allow_all_policy(ports: str = "*") -> str:
+    return json.dumps({"acls": [{"action": "accept", "src": ["*"], "dst": [f"*:{ports}"]}]})
 
 
 def _free_port(kind: int) -> int:
@@ -59,14 +78,24 @@ async def main(args: argparse.Namespace) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, server.request_stop)
     await server.start()
-    if args.group:
-        # Private attribute on purpose: a bench-only stand-in for the policy engine.
-        server.fanout._visible = group_visibility(args.group)
     if args.make_key:
         store = server.store
         user = next(iter(store.users().values()), None) or store.create_user("bench")
-        _, secret = store.create_enrolment_key(user_id=user.id, reusable=True)
-        print(f"key: {secret}", flush=True)
+        secrets = []
+        if args.groups:
+            text = group_policy(args.groups)
+            verdict = server.policy.check(text)
+            store.save_policy(text, ACTOR, "bench: disjoint groups")
+            server.policy.apply(verdict)
+            for k in range(args.groups):
+                _, secret = store.create_enrolment_key(
+                    user_id=None, tags=[f"tag:g{k}"], reusable=True
+                )
+                secrets.append(secret)
+        else:
+            _, secret = store.create_enrolment_key(user_id=user.id, reusable=True)
+            secrets.append(secret)
+        print(f"keys: {json.dumps(secrets)}", flush=True)
     print("outpost: ready", flush=True)
     await server._stop.wait()
     t = time.monotonic()
@@ -79,7 +108,7 @@ if __name__ == "__main__":
     p = argparse.ArgumentParser()
     p.add_argument("--data-dir", required=True)
     p.add_argument("--port", type=int, required=True)
-    p.add_argument("--group", type=int, default=0)
+    p.add_argument("--groups", type=int, default=0, help="0: no policy (allow-all)")
     p.add_argument("--make-key", action="store_true")
     raise_nofile()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)

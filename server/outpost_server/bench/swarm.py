@@ -28,20 +28,35 @@ RECONNECT_BACKOFF_S = (0.05, 0.5)  # first retry delay range; doubles up to the 
 RECONNECT_BACKOFF_CAP_S = 2.0
 CONNECT_TIMEOUT_S = 60.0  # generous: the generator shares cores with the server
 
-Visible = Callable[[int, int], bool]
+
+def has_new_ports(packet_filter: list[dict[str, Any]] | None) -> bool:
+    """The policy-change scenario's marker: a port range starting at 1
+    (the bench policies start with `*`, rendered 0-65535)."""
+    return any(
+        p.get("Ports", {}).get("First") == 1
+        for rule in packet_filter or ()
+        for p in rule.get("DstPorts") or ()
+    )
 
 
-def all_visible(_viewer: int, _node: int) -> bool:
-    return True
+@dataclass
+class PolicyProbe:
+    """A policy change, until every expected node applied a filter with the marker."""
 
+    expected: set[int]
+    t0: float = field(default_factory=time.monotonic)
+    receipts: dict[int, float] = field(default_factory=dict)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
 
-def group_visible(size: int) -> Visible:
-    """The same rule as `serve.group_visibility`, evaluated on the client side."""
+    def note(self, node: BenchNode, packet_filter: Any, now: float) -> None:
+        if node.node_id in self.receipts or not has_new_ports(packet_filter):
+            return
+        self.receipts[node.node_id] = now
+        if self.expected <= self.receipts.keys():
+            self.done.set()
 
-    def visible(viewer: int, node: int) -> bool:
-        return (viewer - 1) // size == (node - 1) // size
-
-    return visible
+    def latencies(self) -> list[float]:
+        return [t - self.t0 for v, t in self.receipts.items() if v in self.expected]
 
 
 @dataclass
@@ -78,9 +93,10 @@ class Probe:
 
 
 class BenchNode(SimNode):
-    def __init__(self, hostname: str, swarm: Swarm) -> None:
+    def __init__(self, hostname: str, swarm: Swarm, group: int = 0) -> None:
         super().__init__(hostname)
         self.swarm = swarm
+        self.group = group  # the enrolment key (policy tag) it joined with
         self.node_id = 0
         self.peer_eps: dict[int, tuple[str, ...]] = {}
         self.peer_online: dict[int, bool | None] = {}
@@ -96,6 +112,9 @@ class BenchNode(SimNode):
         node = msg.get("Node")
         if node:
             self.node_id = int(node["ID"])
+            self.swarm.group_of[self.node_id] = self.group
+        if "PacketFilter" in msg and self.swarm.policy_probe is not None:
+            self.swarm.policy_probe.note(self, msg["PacketFilter"], now)
         touched: list[int] = []
         if "DERPMap" in msg:  # only the first message of a stream carries the DERP map
             self.peer_eps = {}
@@ -144,16 +163,17 @@ class JoinTiming:
 
 
 class Swarm:
-    def __init__(
-        self, port: int, server_key: bytes, auth_key: str, visible: Visible = all_visible
-    ) -> None:
+    def __init__(self, port: int, server_key: bytes, auth_keys: list[str]) -> None:
+        """`auth_keys`: one key (allow-all) or one per policy group; node i of a
+        bring-up joins group i mod len(auth_keys)."""
         self.host = "127.0.0.1"
         self.port = port
         self.server_key = server_key
-        self.auth_key = auth_key
-        self.visible = visible
+        self.auth_keys = auth_keys
+        self.group_of: dict[int, int] = {}  # node id -> group, as the policy sees it
         self.nodes: list[BenchNode] = []
         self.probe: Probe | None = None
+        self.policy_probe: PolicyProbe | None = None
         self.failed_joins: list[str] = []  # one bring-up failure must not void the size
         self._next_src = 0
 
@@ -164,6 +184,10 @@ class Swarm:
     def by_id(self) -> dict[int, BenchNode]:
         return {n.node_id: n for n in self.nodes if n.node_id}
 
+    def visible(self, viewer: int, node: int) -> bool:
+        """The bench policies' rule, evaluated on the client side."""
+        return len(self.auth_keys) == 1 or self.group_of.get(viewer) == self.group_of.get(node)
+
     def viewers_of(self, node_id: int) -> set[int]:
         return {
             n.node_id
@@ -171,14 +195,15 @@ class Swarm:
             if n.connected and n.node_id != node_id and self.visible(n.node_id, node_id)
         }
 
-    async def join(self, name: str) -> tuple[BenchNode, JoinTiming]:
-        node = BenchNode(name, self)
+    async def join(self, name: str, group: int = 0) -> tuple[BenchNode, JoinTiming]:
+        group %= len(self.auth_keys)
+        node = BenchNode(name, self, group)
         t0 = time.monotonic()
         await asyncio.wait_for(
             node.connect(self.host, self.port, self.server_key, self._source()), CONNECT_TIMEOUT_S
         )
         t1 = time.monotonic()
-        resp = await node.register(self.auth_key)
+        resp = await node.register(self.auth_keys[group])
         t2 = time.monotonic()
         if not resp.get("MachineAuthorized"):
             raise RuntimeError(f"registration refused: {resp}")
@@ -196,7 +221,7 @@ class Swarm:
         async def one(i: int) -> None:
             async with sem:
                 try:
-                    _, t = await self.join(f"{prefix}{i}")
+                    _, t = await self.join(f"{prefix}{i}", i)
                 except Exception as exc:
                     self.failed_joins.append(f"{type(exc).__name__}: {exc}")
                     return
