@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -99,3 +100,47 @@ def test_only_real_changes_are_emitted_and_patches_are_named(store: Store) -> No
 def test_dns_label_never_empty() -> None:
     assert dns_label("!!!") == "node"
     assert dns_label("Ünïcode Box") == "n-code-box"
+
+
+def test_what_the_hot_path_writes_reads_back_the_same_after_reopening(tmp_path: Path) -> None:
+    """Registration, a node's own updates and key use counts are Core statements
+    (not ORM flushes): every column must still reach the database."""
+    engine = open_database(sqlite_url(tmp_path / "t.db"))
+    s = Store(engine)
+    user = s.create_user("alice")
+    key, _secret = s.create_enrolment_key(user_id=user.id, reusable=True)
+    machine = MachinePublic(PrivateKey.generate().public_raw)
+    node = s.register_node(
+        machine_key=machine,
+        node_key=NodePublic(PrivateKey.generate().public_raw),
+        hostname="box",
+        hostinfo_json='{"OS":"linux"}',
+        user_id=user.id,
+        tags=(),
+        ephemeral=False,
+        cap_version=109,
+        key_expiry=None,
+        enrolment_key_id=key.id,
+    )
+    assert s.enrolment_keys()[key.id].uses == 1
+    s.update_from_client(
+        node.id, disco_key=None, endpoints=("192.0.2.1:41641",), home_derp=1,
+        hostinfo_json='{"OS":"linux","Hostname":"box"}', cap_version=133,
+    )  # fmt: skip
+    s.approve_routes(node.id, ["10.1.0.0/24"])
+    again = s.reauthorise(
+        node.id, node_key=NodePublic(PrivateKey.generate().public_raw), user_id=None,
+        tags=("tag:srv",), key_expiry=None, enrolment_key_id=key.id,
+    )  # fmt: skip
+    assert s.enrolment_keys()[key.id].uses == 2
+    assert [n.id for n in s.nodes_of_machine(machine)] == [node.id]
+
+    fresh = Store(engine)
+    back = fresh.node(node.id)
+    assert back == replace(again, revision=back.revision)
+    assert back.endpoints == ("192.0.2.1:41641",) and back.home_derp == 1
+    assert back.tags == ("tag:srv",) and back.approved_routes == ("10.1.0.0/24",)
+    assert fresh.enrolment_keys()[key.id].uses == 2
+    assert [n.id for n in fresh.nodes_of_machine(machine)] == [node.id]
+    fresh.delete_node(node.id)
+    assert fresh.nodes_of_machine(machine) == []

@@ -221,9 +221,8 @@ class Registrar:
         now = utcnow()
         matches = [
             n
-            for n in self._store.nodes().values()
-            if n.machine_key == machine
-            and n.is_expired(now)
+            for n in self._store.nodes_of_machine(machine)
+            if n.is_expired(now)
             and (n.tags == tags if tags else n.user_id == user_id)
         ]
         return matches[0] if len(matches) == 1 else None
