@@ -102,7 +102,7 @@ def _server_config(args: argparse.Namespace) -> Any:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from outpost_server.app import OutpostServer
-    from outpost_server.errors import InvalidInput
+    from outpost_server.errors import InvalidInput, OutpostError
     from outpost_server.logs import setup_logging
 
     setup_logging(args.log_level)
@@ -112,7 +112,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"outpost serve: {exc}", file=sys.stderr)
         return 2
     server = OutpostServer(cfg)
-    asyncio.run(server.run())
+    try:
+        asyncio.run(server.run())
+    except OutpostError as exc:  # state on disk it will not start from: say which
+        print(f"outpost serve: {exc}", file=sys.stderr)
+        return 2
     return server.exit_code  # 75: restart requested (e.g. to complete a restore)
 
 

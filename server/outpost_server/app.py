@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import re
 import secrets
 import time
 import contextlib
@@ -21,6 +22,7 @@ import socket
 from dataclasses import asdict
 from html import escape
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import uvicorn
@@ -46,6 +48,7 @@ from .control.policystate import PolicyState
 from .control.register import Registrar
 from .control.service import ControlService, ControlSettings
 from .db.engine import open_database, sqlite_url
+from .durable import write_atomic
 from .keys import NodePublic
 from .net.derp import serve_derp
 from .net.derpmesh import MeshLink, parse_mesh_url
@@ -343,17 +346,26 @@ class OutpostServer:
     def _open_audit(self, directory: Path) -> AuditLog:
         """The appliance's audit chain, with its signing key and appliance id."""
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        key_path = directory / "audit-key.ed25519"
-        if not key_path.exists():
-            fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(Ed25519PrivateKey.generate().private_bytes_raw())
-        key = self.audit_key = Ed25519PrivateKey.from_private_bytes(key_path.read_bytes())
-        id_path = self.config.data_dir / "appliance-id"
-        if not id_path.exists():
-            id_path.write_text(secrets.token_hex(8) + "\n")
-        self.appliance_id = id_path.read_text().strip()
-        log_ = AuditLog(directory / "audit.log", appliance_id=self.appliance_id, audit_key=key)
+        log_path = directory / "audit.log"
+        # Nothing was ever signed or addressed with the identity below while
+        # the log is empty: only then may a torn file be replaced.
+        unused = not log_path.exists() or log_path.stat().st_size == 0
+        raw = _identity_file(
+            directory / "audit-key.ed25519",
+            lambda b: len(b) == AUDIT_KEY_BYTES,
+            f"an Ed25519 private key ({AUDIT_KEY_BYTES} bytes)",
+            lambda: Ed25519PrivateKey.generate().private_bytes_raw(),
+            unused,
+        )
+        key = self.audit_key = Ed25519PrivateKey.from_private_bytes(raw)
+        self.appliance_id = _identity_file(
+            self.config.data_dir / "appliance-id",
+            lambda b: APPLIANCE_ID_RE.fullmatch(b.decode("ascii", "replace").strip()) is not None,
+            "an appliance id",
+            lambda: (secrets.token_hex(8) + "\n").encode(),
+            unused,
+        ).decode().strip()
+        log_ = AuditLog(log_path, appliance_id=self.appliance_id, audit_key=key)
         if log_.recovered_tail_bytes:
             log_.append(
                 "server",
@@ -488,3 +500,37 @@ class OutpostServer:
         if lock_fd is not None:
             os.close(lock_fd)  # releases the data-directory lock
             self._lock_fd = None
+
+
+AUDIT_KEY_BYTES = 32
+# Made as 16 hex digits; sites (and the image test) may have set their own.
+APPLIANCE_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def _identity_file(
+    path: Path,
+    valid: Callable[[bytes], bool],
+    what: str,
+    make: Callable[[], bytes],
+    replaceable: bool,
+) -> bytes:
+    """Read (or make, durably, on first start) one of the appliance's identity
+    files. A file a power cut tore before it reached the disk (empty or cut
+    short: earlier versions did not fsync it) is replaced while nothing has
+    used it yet; after that it is an error that names the file."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raw = None
+    if raw is not None and not valid(raw):
+        if not replaceable:
+            raise OutpostError(
+                f"{path}: holds {len(raw)} bytes, not {what}, and the audit log already "
+                "has entries made with it; restore this file from a backup (docs/backups.md)"
+            )
+        log.warning("%s: %d bytes, not %s (torn by a power cut?): making a new one", path, len(raw), what)
+        raw = None
+    if raw is None:
+        raw = make()
+        write_atomic(path, raw, 0o600)
+    return raw

@@ -33,7 +33,6 @@ serving a URL nobody chose.
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -41,6 +40,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .ca.names import parse_name
+from .durable import write_atomic
 from .errors import InvalidInput
 
 SITE_FILE = "site.json"
@@ -196,21 +196,8 @@ def load_site(data_dir: Path) -> SiteSettings | None:
 
 
 def save_site(data_dir: Path, settings: SiteSettings) -> None:
-    path = site_path(data_dir)
-    tmp = path.with_name(f".{SITE_FILE}.tmp")
     data = (json.dumps(settings.to_json(), indent=1, sort_keys=True) + "\n").encode()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dfd = os.open(data_dir, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    write_atomic(site_path(data_dir), data, 0o600)
 
 
 @dataclass(frozen=True)

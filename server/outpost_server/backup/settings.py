@@ -9,7 +9,6 @@ scheduler and the console read them through the admin API.
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
 from dataclasses import asdict, dataclass, field, replace
@@ -18,6 +17,7 @@ from typing import Any
 
 from nacl import pwhash
 
+from ..durable import write_atomic
 from .format import (
     PASSPHRASE_MEMLIMIT,
     PASSPHRASE_OPSLIMIT,
@@ -168,13 +168,7 @@ def load_settings(data_dir: Path) -> BackupSettings:
 
 
 def write_json_atomic(path: Path, doc: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(doc, f, indent=2, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.rename(tmp, path)
+    write_atomic(path, json.dumps(doc, indent=2, sort_keys=True).encode(), 0o600)
 
 
 def save_settings(data_dir: Path, settings: BackupSettings) -> None:

@@ -39,7 +39,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from ..durable import fsync_dir
+from ..durable import fsync_dir, write_atomic
 from ..errors import Conflict, InvalidInput, NotFound
 from . import certs
 from .certs import CertInfo, Revocation, serial_hex
@@ -156,19 +156,7 @@ class CAStatus:
 
 def _write(path: Path, data: bytes, mode: int = 0o644) -> None:
     """Atomic replace: a reader sees the old or the new content, never half."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    fsync_dir(path.parent)
+    write_atomic(path, data, mode)
 
 
 def _dt(s: str) -> dt.datetime:
