@@ -4,10 +4,9 @@
     python -m outpost_server.bench --quick         # 1k allow-all + 1k/5k scoped; 65 s idle
     python -m outpost_server.bench --sizes 1000:0,5000:100 --idle 120
 
-A size is NODES[:GROUP]. GROUP 0 is allow-all (the server's only policy
-today); GROUP 100 emulates "~100 peers each" by giving the server a
-visibility callable (blocks of 100 consecutive node ids see each other), a
-stand-in until the policy engine is wired in.
+A size is NODES[:GROUP]. GROUP 0 is allow-all (no policy); GROUP 100 is
+"~100 peers each": the server gets a real policy of disjoint tag groups of
+about 100 nodes (`serve.group_policy`), so the policy engine is measured too.
 """
 
 from __future__ import annotations
