@@ -1,0 +1,55 @@
+"""h2's per-setting deques, compacted once settled, still behave as h2 expects."""
+
+from __future__ import annotations
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.settings
+
+from outpost_server.net.h2conn import _OneValue, compact_settings
+
+CODES = h2.settings.SettingCodes
+
+
+def test_compacted_settings_still_take_and_acknowledge_changes() -> None:
+    s = h2.settings.Settings(client=False, initial_values={CODES.MAX_CONCURRENT_STREAMS: 64})
+    compact_settings(s)
+    assert all(isinstance(v, _OneValue) for v in s._settings.values())
+    assert s.max_concurrent_streams == 64 and s.initial_window_size == 65535
+    s.initial_window_size = 1 << 20  # pending until acknowledged
+    assert s.initial_window_size == 65535
+    changed = s.acknowledge()
+    assert changed[CODES.INITIAL_WINDOW_SIZE].original_value == 65535
+    assert s.initial_window_size == 1 << 20
+    compact_settings(s)
+    assert isinstance(s._settings[CODES.INITIAL_WINDOW_SIZE], _OneValue)
+
+
+def test_a_connection_pair_settles_into_compact_settings_and_still_talks() -> None:
+    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    server = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+    client.initiate_connection()
+    server.initiate_connection()
+
+    def pump(a: h2.connection.H2Connection, b: h2.connection.H2Connection) -> list[object]:
+        events = b.receive_data(a.data_to_send())
+        for e in events:  # what H2ServerConnection._on_event does
+            if isinstance(e, h2.events.RemoteSettingsChanged):
+                compact_settings(b.remote_settings)
+            elif isinstance(e, h2.events.SettingsAcknowledged):
+                compact_settings(b.local_settings)
+        return events
+
+    for _ in range(3):
+        pump(client, server)
+        pump(server, client)
+    assert all(isinstance(v, _OneValue) for v in server.local_settings._settings.values())
+    assert all(isinstance(v, _OneValue) for v in server.remote_settings._settings.values())
+    client.send_headers(1, [(":method", "GET"), (":path", "/"), (":scheme", "http"), (":authority", "x")], end_stream=True)
+    events = pump(client, server)
+    assert any(isinstance(e, h2.events.RequestReceived) for e in events)
+    server.send_headers(1, [(":status", "200")])
+    server.send_data(1, b"ok", end_stream=True)
+    events = pump(server, client)
+    assert any(isinstance(e, h2.events.DataReceived) and e.data == b"ok" for e in events)
