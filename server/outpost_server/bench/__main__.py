@@ -1,7 +1,7 @@
 """`make bench`: run the load benchmarks and append the results to docs/benchmarks.md.
 
     python -m outpost_server.bench                 # full: 1k, 5k, 10k; 10 min idle
-    python -m outpost_server.bench --quick         # 1k allow-all + 1k/5k scoped; 65 s idle
+    python -m outpost_server.bench --quick         # 1k allow-all + 1k/5k scoped; 100 s idle
     python -m outpost_server.bench --sizes 1000:0,5000:100 --idle 120
 
 A size is NODES[:GROUP]. GROUP 0 is allow-all (no policy); GROUP 100 is
@@ -28,7 +28,7 @@ from .serve import raise_nofile
 FULL_SIZES = "1000:0,1000:100,5000:100,10000:100"
 QUICK_SIZES = "1000:0,1000:100,5000:100"
 FULL_IDLE_S = 600.0
-QUICK_IDLE_S = 65.0  # > one keep-alive interval (50 s + up to 8 s jitter)
+QUICK_IDLE_S = 100.0  # > one keep-alive interval (75 s + up to 15 s jitter)
 HEADER = """# Benchmarks
 
 Appended by `make bench` (`python -m outpost_server.bench`); newest run last.
@@ -79,7 +79,7 @@ async def run(args: argparse.Namespace) -> tuple[list[SizeResult], list[RelayRes
 
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m outpost_server.bench")
-    p.add_argument("--quick", action="store_true", help="smaller sizes, 65 s idle")
+    p.add_argument("--quick", action="store_true", help="smaller sizes, 100 s idle")
     p.add_argument("--sizes", help=f"NODES[:GROUP],... (full: {FULL_SIZES}; quick: {QUICK_SIZES})")
     p.add_argument("--idle", type=float, help="idle measurement in seconds (full 600, quick 65)")
     p.add_argument("--probes", type=int, default=20, help="changes timed per kind and size")
