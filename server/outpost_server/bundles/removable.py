@@ -22,6 +22,7 @@ verify exactly what an auditor will receive.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import re
 import stat
@@ -377,3 +378,56 @@ def _write_fat(device: str, name: str, data: bytes) -> Written:
     finally:
         os.close(fd)
     return Written(f"{device}:/{name}", fat_read(device, name), "mtools")
+
+
+# ------------------------------------------------------------- top-level small files
+def read_top_level(
+    device: str, fstype: str, wanted: Callable[[str], bool], limit_bytes: int, max_files: int
+) -> tuple[list[tuple[str, bytes]], list[Rejected]]:
+    """Small files at the top of a medium whose names `wanted` accepts (first-trust files).
+
+    The same user-space readers as `read_medium(userspace=True)` (mtools, debugfs),
+    or a plain directory for tests and development; nothing is mounted, nothing
+    below the top level is looked at, and a file over `limit_bytes` is not kept.
+    """
+    found: list[tuple[str, bytes]] = []
+    skipped: list[Rejected] = []
+    if not is_block_device(device):
+        root = Path(device)
+        names = sorted(p.name for p in root.iterdir() if p.is_file() and not p.is_symlink())
+
+        def read(name: str) -> bytes:
+            return read_bounded(root / name)
+    elif fstype in USERSPACE_FSTYPES:
+        names = []
+        with _streaming(["mdir", "-b", "-i", device, "::/"]) as proc:
+            assert proc.stdout is not None
+            for raw in itertools.islice(proc.stdout, MAX_SCAN_ENTRIES):
+                rel = raw.decode("utf-8", "replace").rstrip("\r\n").removeprefix("::/")
+                if rel and not rel.endswith("/") and "/" not in rel:
+                    names.append(rel)
+
+        def read(name: str) -> bytes:
+            return fat_read(device, name)
+    elif fstype in USERSPACE_EXT_FSTYPES:
+        names = [n for n, mode in ext_listing(device, "/")[:MAX_SCAN_ENTRIES]
+                 if mode & _S_IFMT == _S_IFREG and _SAFE_NAME.match(n)]  # fmt: skip
+
+        def read(name: str) -> bytes:
+            return ext_read(device, name)
+    else:
+        raise MediaError(f"{device}: no user-space reader for {fstype or 'unknown'}")
+    for name in sorted(n for n in names if wanted(n)):
+        if len(found) >= max_files:
+            skipped.append(Rejected(name, f"more than {max_files} such files"))
+            break
+        try:
+            data = read(name)
+        except (MediaError, OSError) as exc:
+            skipped.append(Rejected(name, f"unreadable: {exc}"))
+            continue
+        if len(data) > limit_bytes:
+            skipped.append(Rejected(name, f"larger than {limit_bytes} bytes"))
+            continue
+        found.append((name, data))
+    return found, skipped
