@@ -130,15 +130,17 @@ class MediaAgent:
         self.say(f"export #{job['id']} ({job['kind']}): writing {job['name']} to {job['device']}")
         try:
             with self.io_lock:
-                done = write_and_verify(job["device"], job["name"], data, check)
+                done = write_and_verify(job["device"], job["name"], data, check, userspace=True)
         except (MediaError, OSError) as exc:
             result = {"verified": False, "path": "", "problem": f"not written: {exc}"}
         except Exception as exc:  # one bad stick must not stop the watcher service
             result = {"verified": False, "path": "", "problem": f"not written ({type(exc).__name__}): {exc}"}
         else:
-            result = {"verified": not done.problem, "path": done.path, "problem": done.problem}
+            result = {"verified": not done.problem, "path": done.path, "problem": done.problem,
+                      "how": done.how}  # fmt: skip
+        how = result.pop("how", "")
         self.client.post(f"/v1/media/exports/{int(job['id'])}/result", result)
-        self.say(f"export #{job['id']}: " + (f"written to {result['path']}, read back and verified"
+        self.say(f"export #{job['id']}: " + (f"written to {result['path']} ({how}), read back and verified"
                                               if result["verified"] else f"FAILED: {result['problem']}"))  # fmt: skip
 
     def run(self, stop: threading.Event, interval_s: float = POLL_INTERVAL_S) -> None:

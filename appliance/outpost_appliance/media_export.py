@@ -24,12 +24,17 @@ class Exported:
     how: str  # "directory", "mount" or "mtools"
 
 
-def write_and_verify(to: str, name: str, data: bytes, check: Callable[[bytes], object]) -> Exported:
-    """Raises MediaError/OSError if nothing could be written; otherwise says what was read back."""
+def write_and_verify(
+    to: str, name: str, data: bytes, check: Callable[[bytes], object], *, userspace: bool = False
+) -> Exported:
+    """Raises MediaError/OSError if nothing could be written; otherwise says what was read back.
+
+    `userspace=True` never mounts (the watcher service may not): mtools for FAT,
+    debugfs for ext2/3/4."""
     from outpost_server.bundles.removable import write_export  # noqa: PLC0415 - needs root tools
 
     digest = hashlib.sha256(data).hexdigest()
-    written = write_export(to, name, data)
+    written = write_export(to, name, data, userspace=userspace)
     problem = ""
     if hashlib.sha256(written.readback).hexdigest() != digest:
         problem = "the bytes read back from the medium differ from the bytes written"
