@@ -220,7 +220,7 @@ class MediaDesk:
     def require_device(self, device: str) -> Device:
         if not self.watcher_running():
             raise InvalidInput(
-                "no USB watcher is running (outpost-bundles-watch.service): nothing can be written"
+                "no USB watcher is running (outpost-usb-watch.service): nothing can be written"
             )
         found = self._devices.get(device)
         if found is None:

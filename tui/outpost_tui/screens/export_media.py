@@ -152,7 +152,7 @@ class ExportToMediaScreen(Dialog[dict[str, Any] | None]):
         if not view.get("watcher_running"):
             self.media_state = (
                 "No USB watcher is running, so nothing can be written. On the appliance it is "
-                "the outpost-bundles-watch service (outpost bundles watch, as root)."
+                "the outpost-usb-watch service (outpost bundles watch, as root)."
             )
         elif not devices:
             self.media_state = "No removable medium is present. Insert a USB stick; it appears here."

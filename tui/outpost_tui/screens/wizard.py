@@ -8,6 +8,10 @@ complete. Every step talks to the server only through the admin API; a
 refusal or an unreachable server is shown in red under the step with the
 server's words, and nothing typed is lost.
 
+After setup, `w` on the dashboard pushes it again (`reopened=True`): the steps
+setup went through show as done, F10 simply returns, Finish does not mark
+setup complete a second time.
+
 Keys: Enter does the step's main action (shown on the green button), F2 goes
 back a step, F3 skips a step, F10 leaves setup for now, F1 is help.
 """

@@ -10,7 +10,10 @@ steps and keeps whatever was typed.
 Files (a trust store, a recovery public key) are given by path and read by
 the console, which runs on the same box as the server, exactly as the Policy
 screen reads policy files: the console never needs the server to read paths
-for it, and the server keeps receiving documents, not file names.
+for it, and the server keeps receiving documents, not file names. The
+signers step also lists first-trust files the root USB watcher found on a
+stick (`GET /v1/media` -> candidates, unverified by nature) and installs one
+after a confirmation showing its fingerprints.
 """
 
 from __future__ import annotations
