@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from tests.bundle_env import KID, trust_doc
 
 from outpost_server.backup.format import format_public, key_id, new_recovery_key, recovery_key_file
 from outpost_server.bundles.desk import (
@@ -17,7 +18,6 @@ from outpost_server.bundles.desk import (
     parse_devices,
 )
 from outpost_server.errors import InvalidInput, NotFound
-from tests.bundle_env import KID, trust_doc
 
 
 class Clock:

@@ -281,7 +281,7 @@ writes it, reads it back and verifies it as `outpost-audit-verify` would.
                     ExportField("from", "First entry", "1"),
                     ExportField("until", f"Last entry (empty: the newest, now {newest})"),
                 ),
-                build,
+                build=build,
                 note="A signed audit-export bundle; auditors check it anywhere with "
                 "outpost-audit-verify and this appliance's audit key.",
             )

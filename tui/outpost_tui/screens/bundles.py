@@ -281,10 +281,12 @@ client: it carries usable secrets, keep the stick with the devices).
     def action_export_inventory(self) -> None:
         self.app.push_screen(
             ExportToMediaScreen(
-                "Node inventory to USB", "node-inventory", "a signed node inventory (nodes.json)",
+                "Node inventory to USB",
+                "node-inventory",
+                "a signed node inventory (nodes.json)",
                 note="Every node with its addresses, owner, tags, client version, routes and "
                 "last seen, signed with the appliance key.",
-            )  # fmt: skip
+            )
         )
 
     def action_export_enrolment(self) -> None:
@@ -299,7 +301,7 @@ client: it carries usable secrets, keep the stick with the devices).
                     ExportField("tags", "Tags (comma separated, instead of a user)", "", "tag:kiosk"),
                     ExportField("expires", "Key lifetime", "7d"),
                 ),
-                enrolment_request,
+                build=enrolment_request,
                 note="One fresh single-use key per client, the login URL and the root "
                 "certificate. The stick carries usable secrets until the keys expire.",
             )

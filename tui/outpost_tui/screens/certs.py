@@ -17,8 +17,8 @@ from ..client import ApiError
 from ..format import parse_time, when
 from .base import OutpostScreen
 from .confirm import ConfirmScreen
-from .revoke_form import RevokeReasonScreen
 from .export_media import ExportToMediaScreen
+from .revoke_form import RevokeReasonScreen
 from .text_view import TextViewScreen
 
 LEAF_ATTENTION_DAYS = 14  # the server renews at 30 days left: below 14 renewal is failing

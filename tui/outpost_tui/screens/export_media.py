@@ -94,6 +94,7 @@ class ExportToMediaScreen(Dialog[dict[str, Any] | None]):
         kind: str,
         what: str,
         fields: tuple[ExportField, ...] = (),
+        *,
         build: Callable[[dict[str, str]], dict[str, Any]] = lambda _v: {},
         note: str = "",
     ) -> None:
