@@ -279,28 +279,43 @@ def intake_handler(
 
 
 def _watch(args: argparse.Namespace, c: AdminClient) -> int:
-    watcher = UsbWatcher(
-        intake_handler(c, lambda s: print(s, flush=True)), usb_only=not args.any_bus
-    )
+    import threading  # noqa: PLC0415
+
+    from .media_agent import MediaAgent  # noqa: PLC0415
+
+    def say(s: str) -> None:
+        print(s, flush=True)
+
+    agent = MediaAgent(c, say)  # exports the console asked for; first-trust files
+    intake = intake_handler(c, say)
+
+    def on_insert(event: MediaInserted) -> None:
+        agent.inserted(event)
+        with agent.io_lock:
+            intake(event)
+
+    watcher = UsbWatcher(on_insert, usb_only=not args.any_bus, on_remove=agent.removed)
     from outpost_server.sdnotify import Notifier  # noqa: PLC0415
 
     notifier = Notifier()
     notifier.watchdog_thread()  # udev events can be hours apart; the process being alive is the signal
+    stop = threading.Event()
+    threading.Thread(target=agent.run, args=(stop,), name="media-desk", daemon=True).start()
+
     def listening() -> None:
         print("watching for removable media (Ctrl-C to stop)", flush=True)
         notifier.ready("watching for removable media")
 
-    watcher.run(listening)
+    try:
+        watcher.run(listening)
+    finally:
+        stop.set()
     return 0
 
 
 def _export(args: argparse.Namespace, c: AdminClient) -> int:
     """Ask the server for a signed outbound bundle, write it to the medium, read it back, verify."""
-    from outpost_server.bundles.format import decode_manifest, key_id_for, parse_frame  # noqa: PLC0415
-    from outpost_server.bundles.trust import SignerKey, TrustStore  # noqa: PLC0415
-    from outpost_server.bundles.verify import verify  # noqa: PLC0415
-
-    from .media_export import write_and_verify  # noqa: PLC0415
+    from .media_export import readback_check, write_and_verify  # noqa: PLC0415
 
     if args.what == "inventory":
         kind, r = "node-inventory", c.post("/v1/bundles/export/inventory", {})
@@ -309,14 +324,7 @@ def _export(args: argparse.Namespace, c: AdminClient) -> int:
         if args.user:
             body["user"] = args.user
         kind, r = "client-enrolment", c.post("/v1/bundles/export/client-enrolment", body)
-    key = bytes.fromhex(r["appliance_key"])
-    kid = key_id_for(key)
-    trust = TrustStore({kid: SignerKey(kid, key, frozenset({kind}))}, {kind: 1})
-
-    def check(back: bytes) -> object:  # signed by this appliance's key, judged at its own creation time
-        created = decode_manifest(parse_frame(back).manifest_bytes).created
-        return verify(back, trust, None, created, {}, accept_kinds={kind})
-
+    check = readback_check(kind, r["appliance_key"], r.get("appliance", ""))
     try:
         done = write_and_verify(args.to, r["name"], base64.b64decode(r["data"]), check)
     except (MediaError, OSError) as exc:

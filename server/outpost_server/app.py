@@ -35,6 +35,7 @@ from .audit import AuditLog
 from .backup.restore import acquire_server_lock, complete_pending, finish_interrupted_restore
 from .backup.service import BackupService
 from .api.context import ApiContext
+from .bundles.desk import MediaDesk
 from .bundles.service import BundleService
 from .ca import OfflineCA
 from .ca.local import ca_directory, ensure_tls_events
@@ -259,6 +260,7 @@ class OutpostServer:
             backups=self.backups,
             request_restart=self.request_restart,
             bundles=self.bundles,
+            media=MediaDesk(),
             root_pem=lambda: (cfg.data_dir / "tls" / "root.pem").read_bytes(),
             certs=self.certs,
             data_dir=cfg.data_dir,

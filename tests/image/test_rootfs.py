@@ -389,4 +389,4 @@ def test_sd_driver_is_loaded_before_the_usb_watcher_starts(rootfs: Path) -> None
     assert "sd_mod" in [line.strip() for line in conf.read_text().splitlines()]
     u = unit(rootfs, "outpost-usb-watch")
     assert "systemd-modules-load.service" in " ".join(u["After"])
-    assert "block-sd r" in u["DeviceAllow"]
+    assert "block-sd rw" in u["DeviceAllow"]  # rw: console exports are written by the watcher

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from pathlib import Path
@@ -244,3 +245,81 @@ async def test_no_wizard_once_setup_is_complete(server: Server, make_app: Any) -
         await wait_text(pilot, app, "Connected")
         await pilot.pause(0.5)
         assert isinstance(app.screen, DashboardScreen)
+
+
+async def test_signers_step_lists_first_trust_files_from_a_stick_and_installs_one_confirmed(
+    server: Server, make_app: Any, tmp_path: Path
+) -> None:
+    from outpost_appliance.apiclient import AdminClient
+    from outpost_appliance.media_agent import MediaAgent
+    from outpost_server.backup.format import key_id
+    from outpost_server.bundles.watcher import MediaInserted
+    from outpost_tui.screens.confirm import ConfirmScreen
+    from tests.bundle_env import KID
+
+    stick = tmp_path / "stick"
+    stick.mkdir()
+    (stick / "trust-store.json").write_text(json.dumps(trust_doc()))
+    _, pk = new_recovery_key()
+    (stick / "recovery.pub").write_text(format_public(pk) + "\n")
+    agent = MediaAgent(AdminClient(server.socket_path, acting_as="usb-watcher"), lambda _s: None)
+    said: list[str] = []
+    agent.say = said.append
+    await asyncio.to_thread(agent.inserted, MediaInserted(str(stick), "vfat", "SIGNING", ""))
+    assert any("2 first-trust file(s) offered" in s for s in said), said
+    app = make_app(setup_wizard=True)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await at_step(pilot, app, 1)
+        await pilot.press("f3", "f3")
+        await at_step(pilot, app, 3)
+        flat = await wait_flat(pilot, app, "UNVERIFIED", "trust-store.json on SIGNING", "recovery.pub on SIGNING")
+        assert f"key id {key_id(pk)}" in flat and "3 signers" in flat
+        table = field(app, "candidates")
+        assert app.screen.focused is table  # nothing typed: the stick's files have the focus
+        assert [str(table.get_row_at(i)[0]) for i in range(2)] == ["recovery key", "trust store"]
+        await pilot.press("down", "enter")  # the trust store
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="confirmation")
+        question = app.screen.question
+        assert "FIRST trust store" in question and all(KID[n] in question for n in "ABC")
+        await pilot.press("n")  # cancelled: nothing installed
+        await wait_until(pilot, lambda: isinstance(app.screen, WizardScreen))
+        assert not (await app.client.trust())["installed"]
+        table.focus()
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("y")
+        await wait_flat(pilot, app, "Installed the trust store trust-store.json from SIGNING",
+                        "A trust store is installed (3 signers)")  # fmt: skip
+        trust = await app.client.trust()
+        assert trust["installed"] and sorted(s["key_id"] for s in trust["store"]["signers"]) == sorted(KID[n] for n in "ABC")
+        # once a store is installed the stick's files are no longer offered; typed paths stay
+        await wait_until(pilot, lambda: not app.screen.step.has_class("-candidates"), what="list hidden")
+        assert field(app, "trust-path").disabled
+    log = server.server.audit_log  # type: ignore[union-attr]
+    acts = [e.action for e in log.entries(1, log.last_seq)]
+    assert "media.trust.candidate.install" in acts and "bundles.trust.init" in acts
+
+
+async def test_the_wizard_reopens_from_the_dashboard_with_steps_done_and_leaves_back(
+    server: Server, make_app: Any
+) -> None:
+    app = make_app(setup_wizard=True)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await at_step(pilot, app, 1)
+        await app.client.complete_setup()
+        await pilot.press("f10")
+        await wait_until(pilot, lambda: isinstance(app.screen, DashboardScreen))
+        assert "w Setup wizard" in screen_text(app)
+        await pilot.press("w")
+        await at_step(pilot, app, 1)
+        flat = await wait_flat(pilot, app, "[1 Site] (done)", "2 CA (done)", "5 First client (done)",
+                               "Setup was completed")  # fmt: skip
+        assert "3 Signers (done)" not in flat  # skipped at setup: no trust store yet
+        await pilot.press("f3", "f3")
+        await at_step(pilot, app, 3)
+        await wait_flat(pilot, app, "No trust store yet")
+        await pilot.press("f10")
+        await wait_until(pilot, lambda: isinstance(app.screen, DashboardScreen), what="dashboard")
+        assert not any(isinstance(s, WizardScreen) for s in app.screen_stack)
+        await pilot.press("2")  # the console's own keys work again
+        await wait_until(pilot, lambda: type(app.screen).__name__ == "NodesScreen", what="nodes")

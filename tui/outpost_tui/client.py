@@ -237,7 +237,22 @@ class AsyncAdminClient:
     async def policy_rollback(self, version: int) -> dict[str, Any]:
         return dict(await self.request("POST", f"/v1/policy/rollback/{int(version)}", {}))
 
-    # audit log (export to a device arrives with the USB feature)
+    # removable media the root USB watcher holds: export requests, first-trust candidates
+    async def media(self) -> dict[str, Any]:
+        return dict(await self.request("GET", "/v1/media"))
+
+    async def request_export(self, kind: str, device: str, params: dict[str, Any]) -> dict[str, Any]:
+        body = {**params, "kind": kind, "device": device}
+        return dict(await self.request("POST", "/v1/media/exports", body, timeout_s=SLOW_TIMEOUT_S))
+
+    async def export_request(self, request_id: int) -> dict[str, Any]:
+        return dict(await self.request("GET", f"/v1/media/exports/{int(request_id)}"))
+
+    async def install_candidate(self, candidate_id: int) -> dict[str, Any]:
+        path = f"/v1/media/candidates/{int(candidate_id)}/install"
+        return dict(await self.request("POST", path, {}, timeout_s=SLOW_TIMEOUT_S))
+
+    # audit log (exports to a device go through the media requests above)
     async def audit(self, start: int = 0, limit: int = 100) -> dict[str, Any]:
         path = f"/v1/audit?start={int(start)}&limit={int(limit)}"
         return dict(await self.request("GET", path))

@@ -27,6 +27,7 @@ from .backup import BackupController
 from .bundles import BundlesController
 from .certs import CertificatesController, certs_brief
 from .disk import disk_brief
+from .media import MediaController
 from .policy import PolicyController, RoutesController
 from .site import SiteController, site_brief
 
@@ -328,6 +329,7 @@ def create_app(ctx: Ctx) -> Litestar:
             BundlesController,
             CertificatesController,
             SiteController,
+            MediaController,
         ],
         dependencies={"ctx": _Provide(ctx)},
         exception_handlers={DomainError: _domain_error, HTTPException: _http_error},

@@ -64,14 +64,7 @@ class AuditController(Controller):
     @post("/export")
     async def export(self, ctx: Ctx, data: JsonObject) -> dict[str, Any]:
         """A signed audit-export bundle; the caller writes it to a medium and reads it back."""
-        from_seq, to_seq = data.get("from"), data.get("to")
-        if isinstance(from_seq, bool) or not isinstance(from_seq, int):
-            raise InvalidInput("'from' (the first entry to export) must be an integer")
-        if to_seq is not None and (isinstance(to_seq, bool) or not isinstance(to_seq, int)):
-            raise InvalidInput("'to' must be an integer or null (the newest entry)")
-        if ctx.bundles is None:
-            raise InvalidInput("exports are not available on this server")
-        out = ctx.bundles.export_audit(ctx.audit_chain, from_seq, to_seq, ctx.actor)
+        out = build_audit_export(ctx, data)
         return {
             "name": out.name,
             "data": base64.b64encode(out.data).decode(),
@@ -95,6 +88,18 @@ class AuditController(Controller):
             verified=ok,
         )
         return {"recorded": True}
+
+
+def build_audit_export(ctx: Ctx, data: dict[str, Any]) -> Any:
+    """The signed audit-export bundle for {from, to}; shared with console export requests."""
+    from_seq, to_seq = data.get("from"), data.get("to")
+    if isinstance(from_seq, bool) or not isinstance(from_seq, int):
+        raise InvalidInput("'from' (the first entry to export) must be an integer")
+    if to_seq is not None and (isinstance(to_seq, bool) or not isinstance(to_seq, int)):
+        raise InvalidInput("'to' must be an integer or null (the newest entry)")
+    if ctx.bundles is None:
+        raise InvalidInput("exports are not available on this server")
+    return ctx.bundles.export_audit(ctx.audit_chain, from_seq, to_seq, ctx.actor)
 
 
 def audit_brief(ctx: Ctx) -> dict[str, Any] | None:

@@ -17,7 +17,7 @@ from litestar.params import FromQuery
 
 from ..bundles.format import MAX_BUNDLE_BYTES
 from ..bundles.intake import MAX_BUNDLES, Rejected
-from ..bundles.service import BundleService, Medium
+from ..bundles.service import BundleService, ExportedBundle, Medium
 from ..bundles.trust import TrustStore
 from ..errors import InvalidInput
 from ..state.bundles import BundleStatus, StagedBundle
@@ -204,74 +204,80 @@ class BundlesController(Controller):
     @post("/export/inventory")
     async def export_inventory(self, ctx: Ctx) -> dict[str, Any]:
         """Every node with its addresses, owner, tags, client version and routes, signed."""
-        from .app import node_view  # noqa: PLC0415 - app.py imports this module
-
-        svc = _service(ctx)
-        nodes = [node_view(ctx, n) for _, n in sorted(ctx.store.nodes().items())]
-        doc = {"appliance": svc.appliance_id, "server_url": ctx.server_url, "nodes": nodes}
-        payload = json.dumps(doc, indent=1, sort_keys=True).encode()
-        out = svc.export_outbound(
-            "node-inventory", "nodes.json", payload, f"inventory-{svc.appliance_id}-{svc.clock()}.opb",
-            ctx.actor, {"nodes": len(nodes)},
-        )  # fmt: skip
-        return _export_view(svc, out)
+        return _export_view(_service(ctx), build_inventory(ctx))
 
     @post("/export/client-enrolment")
     async def export_client_enrolment(self, ctx: Ctx, data: JsonObject) -> dict[str, Any]:
-        """One fresh enrolment key per named client, with the login URL and the Outpost root.
+        """One fresh enrolment key per named client, with the login URL and the Outpost root."""
+        return _export_view(_service(ctx), build_client_enrolment(ctx, data))
 
-        The package carries usable secrets: keys are single-use and short-lived by default.
-        """
-        from datetime import timedelta  # noqa: PLC0415
 
-        from ..state.store import utcnow  # noqa: PLC0415
-        from .app import _parse_duration, _user_ref  # noqa: PLC0415
+# ---------------------------------------------------------------- outbound builders
+# Shared by the CLI's endpoints above and the console's export requests (api/media.py).
+def build_inventory(ctx: Ctx) -> ExportedBundle:
+    from .app import node_view  # noqa: PLC0415 - app.py imports this module
 
-        svc = _service(ctx)
-        clients = data.get("clients")
-        if (
-            not isinstance(clients, list) or not clients or len(clients) > MAX_ENROLMENT_CLIENTS
-            or not all(isinstance(c, str) and 0 < len(c) <= 63 for c in clients) or len(set(clients)) != len(clients)
-        ):  # fmt: skip
-            raise InvalidInput(f"'clients' must list 1 to {MAX_ENROLMENT_CLIENTS} distinct client names (≤ 63 chars)")
-        tags = data.get("tags") or []
-        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
-            raise InvalidInput("'tags' must be a list of strings")
-        ttl = _parse_duration(data.get("expires_in") or "7d") or timedelta(days=7)
-        user_id = _user_ref(ctx, data.get("user"))
-        if ctx.root_pem is None:
-            raise InvalidInput("this server has no CA root to put in the package")
-        root = ctx.root_pem().decode()
-        entries = []
-        for name in clients:
-            key, secret = ctx.store.create_enrolment_key(
-                user_id=user_id, reusable=False, ephemeral=False, tags=tags,
-                expires=utcnow() + ttl, description=f"client-enrolment package: {name}",
-            )  # fmt: skip
-            ctx.audit("enrolment_key.create", key=key.prefix, client=name, via="client-enrolment")
-            entries.append({"client": name, "authkey": secret, "key_prefix": key.prefix,
-                            "expires": iso(key.expires), "tags": list(tags)})  # fmt: skip
-        doc = {
-            "appliance": svc.appliance_id,
-            "login_server": ctx.server_url,
-            "ca_root_pem": root,
-            "clients": entries,
-            "how": "tailscale up --login-server=<login_server> --authkey=<authkey>; "
-            "trust ca_root_pem (system store or SSL_CERT_FILE)",
-        }
-        payload = json.dumps(doc, indent=1, sort_keys=True).encode()
-        out = svc.export_outbound(
-            "client-enrolment", "client-enrolment.json", payload,
-            f"enrolment-{svc.appliance_id}-{svc.clock()}.opb", ctx.actor,
-            {"clients": clients, "keys": [e["key_prefix"] for e in entries]},
+    svc = _service(ctx)
+    nodes = [node_view(ctx, n) for _, n in sorted(ctx.store.nodes().items())]
+    doc = {"appliance": svc.appliance_id, "server_url": ctx.server_url, "nodes": nodes}
+    payload = json.dumps(doc, indent=1, sort_keys=True).encode()
+    return svc.export_outbound(
+        "node-inventory", "nodes.json", payload, f"inventory-{svc.appliance_id}-{svc.clock()}.opb",
+        ctx.actor, {"nodes": len(nodes)},
+    )  # fmt: skip
+
+
+def build_client_enrolment(ctx: Ctx, data: dict[str, Any]) -> ExportedBundle:
+    """The package carries usable secrets: keys are single-use and short-lived by default."""
+    from datetime import timedelta  # noqa: PLC0415
+
+    from ..state.store import utcnow  # noqa: PLC0415
+    from .app import _parse_duration, _user_ref  # noqa: PLC0415
+
+    svc = _service(ctx)
+    clients = data.get("clients")
+    if (
+        not isinstance(clients, list) or not clients or len(clients) > MAX_ENROLMENT_CLIENTS
+        or not all(isinstance(c, str) and 0 < len(c) <= 63 for c in clients) or len(set(clients)) != len(clients)
+    ):  # fmt: skip
+        raise InvalidInput(f"'clients' must list 1 to {MAX_ENROLMENT_CLIENTS} distinct client names (≤ 63 chars)")
+    tags = data.get("tags") or []
+    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+        raise InvalidInput("'tags' must be a list of strings")
+    ttl = _parse_duration(data.get("expires_in") or "7d") or timedelta(days=7)
+    user_id = _user_ref(ctx, data.get("user"))
+    if ctx.root_pem is None:
+        raise InvalidInput("this server has no CA root to put in the package")
+    root = ctx.root_pem().decode()
+    entries = []
+    for name in clients:
+        key, secret = ctx.store.create_enrolment_key(
+            user_id=user_id, reusable=False, ephemeral=False, tags=tags,
+            expires=utcnow() + ttl, description=f"client-enrolment package: {name}",
         )  # fmt: skip
-        return _export_view(svc, out)
+        ctx.audit("enrolment_key.create", key=key.prefix, client=name, via="client-enrolment")
+        entries.append({"client": name, "authkey": secret, "key_prefix": key.prefix,
+                        "expires": iso(key.expires), "tags": list(tags)})  # fmt: skip
+    doc = {
+        "appliance": svc.appliance_id,
+        "login_server": ctx.server_url,
+        "ca_root_pem": root,
+        "clients": entries,
+        "how": "tailscale up --login-server=<login_server> --authkey=<authkey>; "
+        "trust ca_root_pem (system store or SSL_CERT_FILE)",
+    }
+    payload = json.dumps(doc, indent=1, sort_keys=True).encode()
+    return svc.export_outbound(
+        "client-enrolment", "client-enrolment.json", payload,
+        f"enrolment-{svc.appliance_id}-{svc.clock()}.opb", ctx.actor,
+        {"clients": clients, "keys": [e["key_prefix"] for e in entries]},
+    )  # fmt: skip
 
 
 MAX_ENROLMENT_CLIENTS = 256  # one package per batch of devices being set up
 
 
-def _export_view(svc: BundleService, out: Any) -> dict[str, Any]:
+def _export_view(svc: BundleService, out: ExportedBundle) -> dict[str, Any]:
     return {
         "name": out.name,
         "data": base64.b64encode(out.data).decode(),

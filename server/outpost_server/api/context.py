@@ -34,6 +34,7 @@ class ApiContext:
     root_pem: Callable[[], bytes] | None = None  # the Outpost CA root certificate (public)
     certs: Any = None  # outpost_server.ca.service.ServerCertificates
     data_dir: Path | None = None  # for the disk-use figure in /v1/status
+    media: Any = None  # outpost_server.bundles.desk.MediaDesk (the watcher's devices, export requests)
     site: Any = None  # outpost_server.site.SiteService (site.json, first-boot setup state)
     # The last explicit chain verification (POST /v1/audit/verify), shared by
     # every request's copy of the context: /v1/status reports it rather than

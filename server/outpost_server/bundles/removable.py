@@ -22,10 +22,12 @@ verify exactly what an auditor will receive.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import re
 import stat
 import subprocess
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -334,8 +336,11 @@ def is_block_device(path: str) -> bool:
         return False
 
 
-def write_export(dest: str, name: str, data: bytes) -> Written:
-    """Write one file to a directory or a block device and read it back from the medium."""
+def write_export(dest: str, name: str, data: bytes, *, userspace: bool = False) -> Written:
+    """Write one file to a directory or a block device and read it back from the medium.
+
+    `userspace=True` (the appliance's watcher, which may not mount) writes FAT with
+    mtools and ext2/3/4 with `debugfs -w`, and reads the copy back the same way."""
     if not is_block_device(dest):
         directory = Path(dest)
         if not directory.is_dir():
@@ -343,6 +348,10 @@ def write_export(dest: str, name: str, data: bytes) -> Written:
         path = write_synced(directory, name, data)
         return Written(str(path), _read_uncached(path), "directory")
     fs = probe_fstype(dest)
+    if userspace and fs in USERSPACE_FSTYPES:
+        return _write_fat(dest, name, data)
+    if userspace and fs in USERSPACE_EXT_FSTYPES:
+        return _write_ext(dest, name, data)
     if kernel_has(fs):
         with mounted_writable(dest, fs) as root:
             write_synced(root, name, data)
@@ -370,10 +379,103 @@ def _write_fat(device: str, name: str, data: bytes) -> Written:
         raise MediaError(f"mcopy: {exc}") from None
     if done.returncode != 0:
         raise MediaError(f"mcopy could not write {name}: {done.stderr.decode()[:200]}")
+    _flush_device(device)
+    return Written(f"{device}:/{name}", fat_read(device, name), "mtools")
+
+
+def _flush_device(device: str) -> None:
     fd = os.open(device, os.O_RDONLY | os.O_CLOEXEC)
     try:
         os.fsync(fd)  # flush the block device's buffers to the medium
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # the read-back reads the medium
     finally:
         os.close(fd)
-    return Written(f"{device}:/{name}", fat_read(device, name), "mtools")
+
+
+def _write_ext(device: str, name: str, data: bytes) -> Written:
+    """Write one file at the top of an unmounted ext2/3/4 medium with debugfs, in user space.
+
+    debugfs refuses nothing on a filesystem whose journal needs recovery, so such a
+    medium is refused here: writing past an unreplayed journal can lose the write.
+    """
+    if not _SAFE_NAME.match(name):
+        raise MediaError(f"{name!r}: not a file name debugfs is given unquoted")
+    features = _debugfs(device, "features")
+    try:
+        out, _ = features.communicate(timeout=MOUNT_TIMEOUT_SECONDS)
+    except subprocess.TimeoutExpired:
+        features.kill()
+        raise MediaError(f"{device}: debugfs did not answer in time") from None
+    if b"needs_recovery" in out:
+        raise MediaError(f"{device}: the ext filesystem's journal needs recovery; run fsck on it first")
+    with tempfile.TemporaryDirectory(prefix="outpost-export-") as tmp:
+        src = Path(tmp) / "export"
+        src.write_bytes(data)
+        src.chmod(0o644)  # debugfs copies the mode: an auditor reads the file without root
+        script = Path(tmp) / "commands"
+        script.write_text(f"rm /{name}\nwrite {src} /{name}\n")  # rm: a same-named older copy
+        try:
+            done = subprocess.run(
+                ["debugfs", "-w", "-f", str(script), device],
+                capture_output=True, timeout=MTOOLS_READ_TIMEOUT_SECONDS,
+                env={**os.environ, "LC_ALL": "C"}, check=False,
+            )  # fmt: skip
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise MediaError(f"debugfs: {exc}") from None
+    if done.returncode != 0:
+        raise MediaError(f"debugfs could not write {name}: {done.stderr.decode()[:200]}")
+    _flush_device(device)
+    return Written(f"{device}:/{name}", ext_read(device, name), "debugfs")
+
+
+# ------------------------------------------------------------- top-level small files
+def read_top_level(
+    device: str, fstype: str, wanted: Callable[[str], bool], limit_bytes: int, max_files: int
+) -> tuple[list[tuple[str, bytes]], list[Rejected]]:
+    """Small files at the top of a medium whose names `wanted` accepts (first-trust files).
+
+    The same user-space readers as `read_medium(userspace=True)` (mtools, debugfs),
+    or a plain directory for tests and development; nothing is mounted, nothing
+    below the top level is looked at, and a file over `limit_bytes` is not kept.
+    """
+    found: list[tuple[str, bytes]] = []
+    skipped: list[Rejected] = []
+    if not is_block_device(device):
+        root = Path(device)
+        names = sorted(p.name for p in root.iterdir() if p.is_file() and not p.is_symlink())
+
+        def read(name: str) -> bytes:
+            return read_bounded(root / name)
+    elif fstype in USERSPACE_FSTYPES:
+        names = []
+        with _streaming(["mdir", "-b", "-i", device, "::/"]) as proc:
+            assert proc.stdout is not None
+            for raw in itertools.islice(proc.stdout, MAX_SCAN_ENTRIES):
+                rel = raw.decode("utf-8", "replace").rstrip("\r\n").removeprefix("::/")
+                if rel and not rel.endswith("/") and "/" not in rel:
+                    names.append(rel)
+
+        def read(name: str) -> bytes:
+            return fat_read(device, name)
+    elif fstype in USERSPACE_EXT_FSTYPES:
+        names = [n for n, mode in ext_listing(device, "/")[:MAX_SCAN_ENTRIES]
+                 if mode & _S_IFMT == _S_IFREG and _SAFE_NAME.match(n)]  # fmt: skip
+
+        def read(name: str) -> bytes:
+            return ext_read(device, name)
+    else:
+        raise MediaError(f"{device}: no user-space reader for {fstype or 'unknown'}")
+    for name in sorted(n for n in names if wanted(n)):
+        if len(found) >= max_files:
+            skipped.append(Rejected(name, f"more than {max_files} such files"))
+            break
+        try:
+            data = read(name)
+        except (MediaError, OSError) as exc:
+            skipped.append(Rejected(name, f"unreadable: {exc}"))
+            continue
+        if len(data) > limit_bytes:
+            skipped.append(Rejected(name, f"larger than {limit_bytes} bytes"))
+            continue
+        found.append((name, data))
+    return found, skipped

@@ -22,9 +22,14 @@ class MediaInserted:
 
 class UsbWatcher:
     def __init__(
-        self, on_insert: Callable[[MediaInserted], None], *, usb_only: bool = True
+        self,
+        on_insert: Callable[[MediaInserted], None],
+        *,
+        usb_only: bool = True,
+        on_remove: Callable[[str], None] | None = None,
     ) -> None:
         self.on_insert = on_insert
+        self.on_remove = on_remove
         self.usb_only = usb_only
         self._active: set[str] = set()  # devices already handed over, until removed
 
@@ -32,7 +37,10 @@ class UsbWatcher:
         """Decide on one udev event; calls `on_insert` for a new, acceptable filesystem."""
         device = props.get("DEVNAME", "")
         if action == "remove":
-            self._active.discard(device)
+            if device in self._active:
+                self._active.discard(device)
+                if self.on_remove is not None:
+                    self.on_remove(device)
             return None
         if action not in ("add", "change") or props.get("SUBSYSTEM") != "block" or not device:
             return None

@@ -17,6 +17,8 @@ from ..client import ApiError
 from ..format import when
 from ..widgets.safe import SafeInput
 from .base import OutpostScreen
+from .export_media import ExportField, ExportToMediaScreen
+from .form import InvalidForm
 from .text_view import TextViewScreen
 
 PAGE = 100  # entries per request
@@ -58,15 +60,17 @@ v verifies the whole chain on the server: every entry's hash and link and every
 signed checkpoint. A broken chain names the first entry that fails, in red; the
 dashboard's Audit chain tile shows the last result.
 
-Exporting the log to a USB device (as a signed bundle) arrives with the USB
-bundles feature: this screen does not export. `outpost audit show` and
-`outpost audit verify` on the box read the same log.
+e exports a range of entries to a USB stick as a signed audit-export bundle
+(from the first entry given to the last, or the newest): the USB watcher
+writes it, reads it back and verifies it as `outpost-audit-verify` would.
+`outpost audit show`, `verify` and `export` on the box use the same log.
 """
 
     BINDINGS = [
         Binding("slash", "filter", "Filter"),
         Binding("o", "older", "Older"),
         Binding("v", "verify", "Verify chain"),
+        Binding("e", "export", "Export to USB"),
     ]
 
     DEFAULT_CSS = """
@@ -260,3 +264,37 @@ bundles feature: this screen does not export. `outpost audit show` and
         except RowDoesNotExist:  # filtered out, or not loaded yet
             return False
         return True
+
+    # ------------------------------------------------------------ export
+    def action_export(self) -> None:
+        newest = self.last_seq
+
+        def build(values: dict[str, str]) -> dict[str, Any]:
+            return audit_range(values["from"], values["until"], newest)
+
+        self.app.push_screen(
+            ExportToMediaScreen(
+                "Audit log to USB",
+                "audit-export",
+                "a signed export of the audit log",
+                (
+                    ExportField("from", "First entry", "1"),
+                    ExportField("until", f"Last entry (empty: the newest, now {newest})"),
+                ),
+                build=build,
+                note="A signed audit-export bundle; auditors check it anywhere with "
+                "outpost-audit-verify and this appliance's audit key.",
+            )
+        )
+
+
+def audit_range(first: str, last: str, newest: int) -> dict[str, Any]:
+    """{'from': N, 'to': M or None} from what was typed, or InvalidForm saying why."""
+    try:
+        start = int(first)
+        end = int(last) if last else None
+    except ValueError:
+        raise InvalidForm("Entries are numbers: the first entry, and the last or nothing.") from None
+    if start < 1 or (end is not None and end < start) or (newest and start > newest):
+        raise InvalidForm(f"Give a range inside 1..{newest or 'the newest'} with first <= last.")
+    return {"from": start, "to": end}

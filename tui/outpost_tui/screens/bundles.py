@@ -17,7 +17,9 @@ from ..format import fmt, when
 from ..widgets.safe import SafeInput
 from .base import OutpostScreen
 from .confirm import ConfirmScreen
+from .export_media import ExportField, ExportToMediaScreen
 from .form import FormDialog, InvalidForm
+from .key_form import DURATION_RE
 
 STATUS_STYLE = {
     "staged": "bold ansi_yellow",
@@ -106,11 +108,19 @@ administrator approves it here or with `outpost bundles approve`.
 a approves the selected staged bundle after asking: it is verified again and
 applied all at once (keys, policy or trust store), or not at all. x rejects it
 with a reason. Rejected files show the check that failed.
+
+Outbound, signed with the appliance key and written to a USB stick by the USB
+watcher (read back and verified): i the node inventory (every node with its
+addresses, owner, tags, version, routes); e a client enrolment package (the
+login URL, the Outpost root certificate and one fresh single-use key per named
+client: it carries usable secrets, keep the stick with the devices).
 """
 
     BINDINGS = [
         Binding("a", "approve", "Approve"),
         Binding("x", "reject", "Reject"),
+        Binding("i", "export_inventory", "Inventory to USB"),
+        Binding("e", "export_enrolment", "Enrolment to USB"),
     ]
 
     DEFAULT_CSS = """
@@ -266,3 +276,53 @@ with a reason. Rejected files show the check that failed.
                 self.reload()
 
         self.app.push_screen(RejectScreen(b), done)
+
+    # ------------------------------------------------------------ exports
+    def action_export_inventory(self) -> None:
+        self.app.push_screen(
+            ExportToMediaScreen(
+                "Node inventory to USB",
+                "node-inventory",
+                "a signed node inventory (nodes.json)",
+                note="Every node with its addresses, owner, tags, client version, routes and "
+                "last seen, signed with the appliance key.",
+            )
+        )
+
+    def action_export_enrolment(self) -> None:
+        self.app.push_screen(
+            ExportToMediaScreen(
+                "Client enrolment package to USB",
+                "client-enrolment",
+                "a client enrolment package with USABLE enrolment keys",
+                (
+                    ExportField("clients", "Clients (names, comma separated)", "", "laptop1, laptop2"),
+                    ExportField("user", "Owner user (or give tags)"),
+                    ExportField("tags", "Tags (comma separated, instead of a user)", "", "tag:kiosk"),
+                    ExportField("expires", "Key lifetime", "7d"),
+                ),
+                build=enrolment_request,
+                note="One fresh single-use key per client, the login URL and the root "
+                "certificate. The stick carries usable secrets until the keys expire.",
+            )
+        )
+
+
+def enrolment_request(values: dict[str, str]) -> dict[str, Any]:
+    """The client-enrolment request from the dialog's fields, or InvalidForm saying why."""
+    clients = [c.strip() for c in values["clients"].split(",") if c.strip()]
+    tags = [t.strip() for t in values["tags"].split(",") if t.strip()]
+    if not clients:
+        raise InvalidForm("Name at least one client, e.g. laptop1.")
+    if len(set(clients)) != len(clients):
+        raise InvalidForm("Each client name once, please.")
+    if bool(values["user"]) == bool(tags):
+        raise InvalidForm("Give either an owner user or tags (tag:name), not both.")
+    if any(not t.startswith("tag:") for t in tags):
+        raise InvalidForm("Tags look like tag:name.")
+    if values["expires"] and not DURATION_RE.match(values["expires"].lower()):
+        raise InvalidForm(f"Lifetime {values['expires']!r}: use e.g. 12h or 7d.")
+    body: dict[str, Any] = {"clients": clients, "tags": tags, "expires_in": values["expires"] or "7d"}
+    if values["user"]:
+        body["user"] = values["user"]
+    return body

@@ -17,13 +17,14 @@ from ..client import ApiError
 from ..format import parse_time, when
 from .base import OutpostScreen
 from .confirm import ConfirmScreen
+from .export_media import ExportToMediaScreen
 from .revoke_form import RevokeReasonScreen
 from .text_view import TextViewScreen
 
 LEAF_ATTENTION_DAYS = 14  # the server renews at 30 days left: below 14 renewal is failing
 EXPORT_HINT = (
-    "To copy the root certificate to removable media: outpost ca export-root DIR "
-    "(on the box; the USB screen will do it when the USB bundles feature arrives)."
+    "u writes the root certificate (outpost-root.pem) to a USB stick through the USB "
+    "watcher, read back and checked; `outpost ca export-root DIR` does it on the box."
 )
 
 
@@ -120,6 +121,7 @@ the root key from the box) is done with `outpost ca` on the box, not here.
         Binding("n", "renew", "Renew now"),
         Binding("x", "revoke", "Revoke"),
         Binding("p", "root_pem", "Root cert"),
+        Binding("u", "export_root", "Root to USB"),
     ]
 
     DEFAULT_CSS = """
@@ -292,3 +294,14 @@ the root key from the box) is done with `outpost ca` on the box, not here.
         body.append(f"SHA-256 {fp[:half - 1]}\n        {fp[half:]}\n\n", style="bold")
         body.append(str(root.get("pem", "")))
         self.app.push_screen(TextViewScreen("Root certificate (public)", body, EXPORT_HINT))
+
+    def action_export_root(self) -> None:
+        self.app.push_screen(
+            ExportToMediaScreen(
+                "Root certificate to USB",
+                "root-certificate",
+                "the Outpost root certificate (outpost-root.pem, public)",
+                note="The root certificate is public: clients install it to trust this "
+                "appliance's relay and HTTPS. The root key never leaves the box this way.",
+            )
+        )

@@ -17,6 +17,7 @@ from ..connection import Connection
 from ..format import size, when
 from ..widgets.stat_tile import StatTile
 from .base import OutpostScreen
+from .wizard import WizardScreen
 
 NOT_YET = "not available yet"
 
@@ -98,11 +99,15 @@ days left (the server renews it at 30, so renewal is failing) and red when it
 has expired. The audit chain shows the last verification (press 8, then v);
 it is red when the chain is broken. Disk use turns yellow above 90% and red
 from 98%.
+
+w opens the first-boot setup again (site name and addresses, CA, signers and
+recovery key, first administrator, a first-client key); F10 leaves it.
 """
 
     BINDINGS = [
         Binding("a", "approvals", "Review approvals"),
         Binding("n", "app.switch_mode('nodes')", "Nodes"),
+        Binding("w", "setup_wizard", "Setup wizard"),
     ]
 
     DEFAULT_CSS = """
@@ -133,6 +138,9 @@ from 98%.
     def on_mount(self) -> None:
         super().on_mount()
         self.watch(self.app, "connection", self.show_status, init=True)
+
+    def action_setup_wizard(self) -> None:
+        self.app.push_screen(WizardScreen(reopened=True))
 
     def action_approvals(self) -> None:
         self.console_app.switch_mode("nodes")

@@ -8,6 +8,10 @@ complete. Every step talks to the server only through the admin API; a
 refusal or an unreachable server is shown in red under the step with the
 server's words, and nothing typed is lost.
 
+After setup, `w` on the dashboard pushes it again (`reopened=True`): the steps
+setup went through show as done, F10 simply returns, Finish does not mark
+setup complete a second time.
+
 Keys: Enter does the step's main action (shown on the green button), F2 goes
 back a step, F3 skips a step, F10 leaves setup for now, F1 is help.
 """
@@ -99,8 +103,9 @@ class WizardScreen(Screen[None]):
     }
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, reopened: bool = False) -> None:
         super().__init__()
+        self.reopened = reopened  # from the dashboard (w) after setup was completed
         self.index = 0
         self.site: dict[str, Any] | None = None
         self.admin_user = ""
@@ -135,6 +140,28 @@ class WizardScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self.show_step(0)
+        if self.reopened:
+            self.mark_completed()
+
+    @work(group="wizard-done")
+    async def mark_completed(self) -> None:
+        """Reopened after setup: the steps setup went through show as done."""
+        try:
+            site = await self.app.client.site()  # type: ignore[attr-defined]
+            trust = await self.app.client.trust()  # type: ignore[attr-defined]
+        except ApiError as exc:
+            self.show_error(self._explain(exc))
+            return
+        if site.get("setup_complete"):
+            # a step skipped then is not "done": the signers step is, once a store is installed
+            self.done_steps.update(
+                i for i, cls in enumerate(STEPS) if cls is not TrustStep or trust.get("installed")
+            )
+            self.show_notice(
+                "Setup was completed; every step can be looked at and done again. "
+                "F10 returns to the console."
+            )
+            self.refresh_buttons()
 
     def show_step(self, index: int) -> None:
         self.index = index
@@ -195,7 +222,7 @@ class WizardScreen(Screen[None]):
         button.disabled = True
         self.show_error("Working...")
         try:
-            if finishing:
+            if finishing and not self.reopened:
                 await self.app.client.complete_setup()  # type: ignore[attr-defined]
             else:
                 notice = await step.apply()
@@ -237,6 +264,20 @@ class WizardScreen(Screen[None]):
         elif event.button.id == "skip":
             self.action_skip()
 
+    @work(group="wizard-candidate")
+    async def install_candidate(self, c: dict[str, Any]) -> None:
+        """Install a first-trust file from a stick (the admin confirmed its fingerprints)."""
+        self.show_error("Working...")
+        try:
+            await self.app.client.install_candidate(int(c["id"]))  # type: ignore[attr-defined]
+        except ApiError as exc:
+            self.show_error(self._explain(exc))
+            return
+        self.show_error("")
+        what = "trust store" if c["kind"] == "trust-store" else "recovery key"
+        self.show_notice(f"Installed the {what} {c['file']} from {c.get('label') or c['device']}.")
+        self.load_step()
+
     def action_back(self) -> None:
         if self.index > 0:
             self.show_notice("")
@@ -248,6 +289,9 @@ class WizardScreen(Screen[None]):
             self.show_step(self.index + 1)
 
     def action_leave(self) -> None:
+        if self.reopened:
+            self.dismiss(None)  # setup was completed before: nothing to warn about
+            return
         self.app.notify(
             "Setup is not finished; it opens again at the next unlock.",
             title="First-boot setup",

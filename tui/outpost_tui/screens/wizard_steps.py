@@ -10,7 +10,10 @@ steps and keeps whatever was typed.
 Files (a trust store, a recovery public key) are given by path and read by
 the console, which runs on the same box as the server, exactly as the Policy
 screen reads policy files: the console never needs the server to read paths
-for it, and the server keeps receiving documents, not file names.
+for it, and the server keeps receiving documents, not file names. The
+signers step also lists first-trust files the root USB watcher found on a
+stick (`GET /v1/media` -> candidates, unverified by nature) and installs one
+after a confirmation showing its fingerprints.
 """
 
 from __future__ import annotations
@@ -21,11 +24,12 @@ from typing import TYPE_CHECKING, Any
 
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Label, Static
+from textual.widgets import DataTable, Label, Static
 
 from ..client import ApiError
 from ..local_files import LocalFileError, read_text_file
 from ..widgets.safe import SafeCheckbox, SafeInput
+from .confirm import ConfirmScreen
 from .key_form import DURATION_RE
 
 if TYPE_CHECKING:
@@ -257,11 +261,38 @@ class TrustStep(WizardStep):
         "sealed to; its secret half never comes near the appliance. Give each as the full "
         "path of the file (for example on a stick mounted on this box, or copied into the "
         "data directory), or type the opr1: key itself. Either may be left empty; F3 skips "
-        "the step."
+        "the step.\n\nFrom a USB stick: while no trust store is installed, the USB watcher "
+        "lists trust-store.json and recovery keys (*.pub) found at the top of a stick. They "
+        "cannot be checked by signature (they ARE the first trust): compare the signer key "
+        "ids or the recovery key id shown with the ones printed at the signing station, "
+        "then select one and press Enter; a confirmation shows the fingerprints again."
     )
+
+    DEFAULT_CSS = """
+    TrustStep #candidates-box {
+        height: auto;
+        display: none;
+    }
+    TrustStep.-candidates #candidates-box {
+        display: block;
+    }
+    TrustStep #candidates {
+        height: auto;
+        max-height: 8;
+    }
+    """
+
+    candidates: list[dict[str, Any]] = []
 
     def compose(self) -> ComposeResult:
         yield Static("", id="trust-state", classes="hint", markup=False)
+        with Vertical(id="candidates-box"):
+            yield Static(
+                "On a USB stick (UNVERIFIED: compare the fingerprints with the signing "
+                "station's printout; Enter installs the selected one after a confirmation):",
+                classes="warn", markup=False,
+            )  # fmt: skip
+            yield DataTable(id="candidates", cursor_type="row")
         yield Label("Trust store file (trust-store.json)")
         yield SafeInput(placeholder="/media/usb/trust-store.json", id="trust-path")
         yield Label("Recovery public key: file path, or the opr1: key itself")
@@ -281,6 +312,7 @@ class TrustStep(WizardStep):
         else:
             state.set_classes("warn")
             state.update("No trust store yet: USB bundles cannot be accepted until one is.")
+        await self.load_candidates(installed=bool(trust.get("installed")))
         keys = [r["id"] + (f" ({r['label']})" if r.get("label") else "")
                 for r in (backup.get("settings") or {}).get("recipients") or []]  # fmt: skip
         rec = self.query_one("#recovery-state", Static)
@@ -289,6 +321,44 @@ class TrustStep(WizardStep):
             "Backups are sealed to: " + ", ".join(keys)
             if keys
             else "No recovery key yet: backups cannot be made until one (or a passphrase) is set."
+        )
+
+    async def load_candidates(self, *, installed: bool) -> None:
+        """First-trust files the USB watcher found on a stick (the server lists them only
+        while no trust store is installed)."""
+        try:
+            media = {} if installed else await self.client.media()
+        except ApiError:
+            media = {}  # an older server without /v1/media: typed paths only
+        self.candidates = list(media.get("candidates") or [])
+        table = self.query_one("#candidates", DataTable)
+        if not table.columns:
+            for key, label in (("what", "What"), ("file", "File on"), ("fp", "Fingerprint"),
+                               ("note", "Note")):  # fmt: skip
+                table.add_column(label, key=key)
+        table.clear()
+        for c in self.candidates:
+            what = "trust store" if c["kind"] == "trust-store" else "recovery key"
+            fps = c.get("fingerprints") or []
+            fp = (f"{len(fps)} signers: " if c["kind"] == "trust-store" else "key id ") + ", ".join(fps)
+            table.add_row(what, f"{c['file']} on {c.get('label') or c['device']}",
+                          fp if fps else "-", c.get("problem") or "", key=str(c["id"]))  # fmt: skip
+        self.set_class(bool(self.candidates), "-candidates")
+        if self.candidates and not self.value("trust-path") and not self.value("recovery"):
+            table.focus()  # nothing typed: the stick's files are the likely way in
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        """Enter on a candidate: confirm with its fingerprints, then install it."""
+        event.stop()
+        c = next((c for c in self.candidates if str(c["id"]) == event.row_key.value), None)
+        if c is None:
+            return
+        if c.get("problem"):
+            self.wizard.show_error(f"{c['file']} cannot be installed: {c['problem']}")
+            return
+        self.app.push_screen(
+            ConfirmScreen("Install from USB stick", candidate_question(c), "Install"),
+            lambda ok: self.wizard.install_candidate(c) if ok else None,
         )
 
     async def apply(self) -> str:
@@ -320,6 +390,23 @@ class TrustStep(WizardStep):
             done.append(f"recovery key {ids[-1] if ids else ''} added")
             self.query_one("#recovery", SafeInput).value = ""
         return "Done: " + "; ".join(done) + "."
+
+
+def candidate_question(c: dict[str, Any]) -> str:
+    """The confirmation for a first-trust file: every fingerprint, in full, to compare."""
+    where = f"{c['file']} on {c['device']} (label {c.get('label') or 'none'})"
+    if c["kind"] == "trust-store":
+        ids = "\n".join(f"  {k}" for k in c.get("fingerprints") or [])
+        return (
+            f"Install {where} as this appliance's FIRST trust store? Nothing can verify it: "
+            f"install it only if these signer key ids are the ones printed at the signing "
+            f"station:\n{ids}\n{c.get('detail') or ''}\nAfterwards it changes only by bundles "
+            "its signers sign."
+        )
+    return (
+        f"Add the recovery public key from {where}? Backups will be sealed to it. Check that "
+        f"its key id is the one `outpost backup keygen` printed:\n  {(c.get('fingerprints') or ['?'])[0]}"
+    )
 
 
 class AdminStep(WizardStep):
