@@ -49,6 +49,7 @@ import ipaddress
 import json
 import sys
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -81,6 +82,52 @@ def _net(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     return ipaddress.ip_network(text, strict=False)
 
 
+def registration_priorities(nodes: dict[str, Any]) -> dict[str, int]:
+    """`route_priority` per node from its registration time, when recorded.
+
+    The hosted service makes the earliest-registered approved router primary.
+    A topology node may carry that time as `created` (the netmap's `Created`,
+    RFC 3339); nodes get their rank in registration order (0 = first), and a
+    node without one ranks after all that have one. Without any, every node
+    gets 0 and the listing order decides (see the module docstring).
+    """
+    stamped: list[tuple[datetime, str]] = []
+    for name, n in nodes.items():
+        text = n.get("created") if isinstance(n, dict) else None
+        if not text:
+            continue
+        try:
+            when = datetime.fromisoformat(_trim_fraction(str(text)))
+        except ValueError:
+            continue
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        stamped.append((when, name))
+    if not stamped:
+        return {}
+    stamped.sort(key=lambda t: t[0])  # stable: equal times keep listing order
+    ranks = {name: k for k, (_, name) in enumerate(stamped)}
+    last = len(stamped)
+    return {name: ranks.get(name, last) for name in nodes}
+
+
+def _trim_fraction(text: str) -> str:
+    """RFC 3339 with nanoseconds and `Z` -> what datetime.fromisoformat reads."""
+    text = text.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    head, dot, rest = text.partition(".")
+    if not dot:
+        return text
+    digits = rest
+    tail = ""
+    for k, ch in enumerate(rest):
+        if not ch.isdigit():
+            digits, tail = rest[:k], rest[k:]
+            break
+    return f"{head}.{(digits + '000000')[:6]}{tail}"
+
+
 def case_topology(case: dict[str, Any]) -> Topology:
     """Convert a recorded case's topology to a Topology (nodes in listing order)."""
     topo = case["topology"]
@@ -94,8 +141,10 @@ def case_topology(case: dict[str, Any]) -> Topology:
         )
         for k, u in enumerate(users)
     )
+    raw_nodes = topo.get("nodes") or {}
+    priority = registration_priorities(raw_nodes)
     nodes = []
-    for name, n in (topo.get("nodes") or {}).items():
+    for name, n in raw_nodes.items():
         nodes.append(
             TopoNode(
                 name=name,
@@ -106,6 +155,7 @@ def case_topology(case: dict[str, Any]) -> Topology:
                 routable_ips=tuple(_net(r) for r in n.get("routable_ips") or ()),
                 approved_routes=tuple(_net(r) for r in n.get("approved_routes") or ()),
                 hostname=n.get("hostname") or name,
+                route_priority=priority.get(name, 0),
             )
         )
     domains = frozenset(u["email"].rpartition("@")[2] for u in users[:1] if u.get("email"))
