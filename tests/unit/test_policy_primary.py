@@ -13,11 +13,13 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
+from outpost_server.control.fanout import Fanout, MapSession
 from outpost_server.control.policystate import PolicyState, topo_name
 from outpost_server.db.engine import open_database, sqlite_url
 from outpost_server.keys import MachinePublic, NodePublic, PrivateKey
 from outpost_server.policy import compile_for, load_policy
 from outpost_server.policy.conformance import case_topology, registration_priorities
+from outpost_server.state.model import NodeId
 from outpost_server.state.store import Store
 
 ROUTE = "10.9.0.0/16"
@@ -143,3 +145,69 @@ def test_live_election_follows_registration_not_address_order(tmp_path: Path) ->
     cp = PolicyState(store).compiled()
     assert cp is not None
     assert cp.node(topo_name(newer)).self_view.primary_routes == (ROUTE,)
+
+
+def _ha_state(tmp_path: Path) -> tuple[Store, PolicyState, int, int, int]:
+    store = Store(open_database(sqlite_url(tmp_path / "t.db")))
+    uid = store.create_user("odin").id
+    first, second = _register(store, "first", uid), _register(store, "second", uid)
+    laptop = store.register_node(
+        machine_key=MachinePublic(PrivateKey.generate().public_raw),
+        node_key=NodePublic(PrivateKey.generate().public_raw),
+        hostname="laptop",
+        hostinfo_json="{}",
+        user_id=uid,
+        tags=(),
+        ephemeral=False,
+        cap_version=133,
+        key_expiry=None,
+        enrolment_key_id=None,
+    ).id
+    store.save_policy('{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]}', "test")
+    return store, PolicyState(store), first, second, int(laptop)
+
+
+def _primary(state: PolicyState, *candidates: int) -> list[int]:
+    cp = state.compiled()
+    assert cp is not None
+    return [n for n in candidates if cp.node(topo_name(n)).self_view.primary_routes == (ROUTE,)]
+
+
+def test_live_primary_fails_over_when_offline_and_does_not_take_the_route_back(
+    tmp_path: Path,
+) -> None:
+    _, state, first, second, laptop = _ha_state(tmp_path)
+    state.track_liveness()
+    assert _primary(state, first, second) == [first]  # nobody online yet: oldest
+    state.node_online(second, True)
+    assert _primary(state, first, second) == [second]  # the only one online
+    state.node_online(first, True)
+    assert _primary(state, first, second) == [second]  # no fail-back
+    state.node_online(second, False)
+    assert _primary(state, first, second) == [first]
+    state.node_online(second, True)
+    assert _primary(state, first, second) == [first]
+    # a node that shares no route going on/offline leaves the compilation alone
+    gen = state.generation
+    state.node_online(laptop, True)
+    state.node_online(laptop, False)
+    assert state.generation == gen
+
+
+def test_without_liveness_tracking_the_oldest_router_is_primary(tmp_path: Path) -> None:
+    _, state, first, second, _ = _ha_state(tmp_path)
+    state.node_online(first, False)  # ignored: liveness is not tracked
+    assert _primary(state, first, second) == [first]
+
+
+def test_map_sessions_drive_the_live_election(tmp_path: Path) -> None:
+    store, state, first, second, _ = _ha_state(tmp_path)
+    fanout = Fanout(store, state)
+    s_first, s_second = MapSession(NodeId(first), 133), MapSession(NodeId(second), 133)
+    fanout.attach(s_first)
+    fanout.attach(s_second)
+    assert _primary(state, first, second) == [first]
+    s_second.policy_dirty = False
+    fanout.detach(s_first)  # the primary's map stream ends
+    assert _primary(state, first, second) == [second]
+    assert s_second.policy_dirty  # sessions are told to resend routes

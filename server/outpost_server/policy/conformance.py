@@ -21,16 +21,19 @@ Only the case's `policy` and `topology` are inputs; the recorded `nodes`
 section is only ever compared against. Two things the topology does not
 carry are filled in by convention, and said so here:
 
-* HA primaries. Which of several routers approved for the same subnet is
-  primary is, on a control server, decided by registration / connection
-  order (Outpost: lowest `TopoNode.route_priority`, then the node listed
-  first, i.e. the oldest). A recorded topology has no node IDs, registration
-  times or liveness: nodes are a JSON object (listed alphabetically) and the
-  addresses were re-drawn per case when the captures were anonymised
-  (lowest IPv4 picks the recorded primary in 127 of 237 HA elections, lowest
-  IPv6 in 116, first listed in 155 -- chance level). So the adapter passes
-  the nodes in listing order with equal priority, and cases whose recorded
-  primary is not the first-listed router fail on `primary_routes`.
+* HA primaries. Of several routers approved for the same subnet the
+  hosted service makes the one that registered first primary (Outpost:
+  lowest `TopoNode.route_priority`, then the node listed first). Checked on
+  the raw captures the cases were reduced from, whose netmaps keep each
+  node's `Created` time: earliest registration picks the recorded primary
+  in 352 of 352 HA elections; lowest IPv4 or IPv6 is at chance (addresses
+  were re-drawn per case when the captures were anonymised) and Tailscale
+  node ids are random. A case node may carry that time as `created`
+  (RFC 3339); the adapter then ranks nodes by it (`registration_priorities`).
+  The reduced cases do not carry it, so nodes get equal priority and the
+  listing order (alphabetical) decides: cases whose first-registered router
+  is not the alphabetically first one fail on `primary_routes` / `AllowedIPs`
+  (82 of them). Re-joined with `Created`, all of them pass.
 * Users' roles (autogroup:admin/owner and friends). The topology lists users
   without roles. The adapter assumes the capture tailnet's set-up: the user
   with the lowest id is the owner, every user is an admin. That is a site
