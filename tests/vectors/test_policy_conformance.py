@@ -4,10 +4,11 @@ Source: /work/shared/conformance/policy (captures from Tailscale's hosted
 control plane, via Headscale's testdata; see that directory's README). The
 data is read in place and never copied into this repository.
 
-Not every case can pass: which of two HA subnet routers the hosted service
-made primary depends on registration/connection order, which the recorded
-topology does not carry (see `outpost_server.policy.conformance`), and two
-cases record capture artefacts. The floor below guards against regressions.
+Not every case can pass: the hosted service makes the first-registered of
+several HA subnet routers primary, and the recorded topology does not carry
+registration order (see `outpost_server.policy.conformance` and
+docs/policy.md); two more cases record capture artefacts. The floor below
+guards against regressions.
 """
 
 from __future__ import annotations

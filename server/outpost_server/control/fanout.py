@@ -84,6 +84,7 @@ class Fanout:
         self._visible: Visibility = policy.visible if policy is not None else allow_all
         if policy is not None:
             policy.on_stale.append(self.policy_changed)
+            policy.track_liveness()  # HA primaries follow map sessions
         self.sessions: dict[NodeId, MapSession] = {}
         store.subscribe(self.on_change)
         # Called with the node id when a session ends and no other replaced it.
@@ -129,6 +130,8 @@ class Fanout:
                 yield s
 
     def _mark_online(self, node_id: NodeId, online: bool) -> None:
+        if self.policy is not None:
+            self.policy.node_online(node_id, online)
         for s in self._viewers(node_id):
             s.online[node_id] = online
             s.wake.set()

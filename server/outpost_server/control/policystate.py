@@ -8,7 +8,7 @@ of it against a `Topology` built from the store. Compilation is lazy: a
 change that affects the topology as the policy sees it (a node joining or
 leaving, its tags, owner, advertised or approved routes) only marks the
 state stale and bumps `generation`; the first reader recompiles. Endpoint,
-disco-key and online changes never touch it.
+disco-key and online changes never touch it (bar HA routers, below).
 
 Per-node answers (packet filter, visible peers, SSH policy, self view) come
 from the compiled policy's per-node cache, so each is computed once per
@@ -23,6 +23,18 @@ the recorded control-plane captures show without exception). Only those
 sessions re-evaluate their view. A change that involves subnet routes or exit
 nodes can move a primary route anybody sees, so it notifies everyone, as does
 a new policy text.
+
+HA subnet routers: of several nodes serving the same approved subnet route,
+one is primary (in peers' PrimaryRoutes and AllowedIPs). Like Tailscale's
+control plane, the first registered (lowest node id) router wins, and a
+primary keeps the route for as long as it stays online: an offline router
+yields to the online ones, and one that comes back does not take the route
+back from the router that replaced it. The engine elects by
+`TopoNode.route_priority`; `_route_priority` folds (offline, not the current
+primary, node id) into it. Once `track_liveness` is called (the Fanout does,
+its map sessions being what "online" means), a router that shares a route
+with another one going on- or offline marks the state stale; other online
+changes still never touch it.
 
 Users are referenced in policies as `name@` (or by their full name when it is
 an e-mail address); nodes are identified to the engine by their id.
@@ -57,6 +69,10 @@ TOPOLOGY_FIELDS = frozenset({"tags", "user_id", "approved_routes", "ipv4", "ipv6
 SSH_CAP = "https://tailscale.com/cap/ssh"  # lets `tailscale up --ssh` enable the SSH server
 
 
+# route_priority = (offline * 2 + not_incumbent) * _ID_SPAN + node id
+_ID_SPAN = 1 << 48
+
+
 def topo_name(node_id: NodeId) -> str:
     return f"n{node_id}"
 
@@ -84,6 +100,10 @@ class PolicyState:
         # The compilation the last notification was made against: the "before"
         # side of the next one (who saw a node that has since left).
         self._notified: CompiledPolicy | None = None
+        # None: liveness not tracked, every node counts as online
+        self._online: set[NodeId] | None = None
+        # nodes primary for some subnet route in the compilation in force
+        self._incumbents: frozenset[NodeId] = frozenset()
         record = store.current_policy()
         if record is not None:
             self.policy = load_policy(record.text)
@@ -107,12 +127,55 @@ class PolicyState:
                 routable_ips=_networks(n.advertised_routes()),
                 approved_routes=_networks(n.approved_routes),
                 hostname=n.given_name,
-                # Among routers for one subnet the first registered is primary.
-                route_priority=int(n.id),
+                route_priority=self._route_priority(n.id),
             )
             for n in sorted(store.nodes().values(), key=lambda n: n.id)
         )
         return Topology(users=users, nodes=nodes)
+
+    def _route_priority(self, node_id: NodeId) -> int:
+        """Lower wins an HA election: online first, then the sitting primary,
+        then the first registered."""
+        offline = self._online is not None and node_id not in self._online
+        challenger = node_id not in self._incumbents
+        return (2 * offline + challenger) * _ID_SPAN + int(node_id)
+
+    def _set_in_force(self, compiled: CompiledPolicy) -> None:
+        self._compiled = compiled
+        self._compiled_gen = self.generation
+        self._incumbents = frozenset(NodeId(int(name[1:])) for name in compiled.primary_routers())
+
+    # ------------------------------------------------------------- liveness
+    def track_liveness(self) -> None:
+        """From now on `node_online` reports liveness; nobody is online yet."""
+        if self._online is None:
+            self._online = set()
+
+    def node_online(self, node_id: NodeId, online: bool) -> None:
+        if self._online is None:
+            return
+        if (node_id in self._online) == online:
+            return
+        if online:
+            self._online.add(node_id)
+        else:
+            self._online.discard(node_id)
+        if self._shares_a_route(node_id):
+            self.mark_stale(None)  # a primary may move: anyone may see it
+
+    def _shares_a_route(self, node_id: NodeId) -> bool:
+        """Does another node advertise one of this node's subnet routes?"""
+        nodes = self._store.nodes()
+        node = nodes.get(node_id)
+        if node is None:
+            return False
+        mine = {r for r in node.advertised_routes() if not r.endswith("/0")}
+        if not mine:
+            return False
+        return any(
+            nid != node_id and not mine.isdisjoint(other.advertised_routes())
+            for nid, other in nodes.items()
+        )
 
     def _on_change(self, change: NodeChange) -> None:
         now = self._store.nodes().get(change.node_id)
@@ -122,6 +185,8 @@ class PolicyState:
             for n in (before, now)
         )
         if change.kind in ("added", "removed"):
+            if change.kind == "removed" and self._online is not None:
+                self._online.discard(change.node_id)  # ids can be reused
             self.mark_stale(None if routes else (change.node_id,))
             return
         fields = change.fields
@@ -188,8 +253,7 @@ class PolicyState:
         if self.policy is None:
             return None
         if self._compiled is None or self._compiled_gen != self.generation:
-            self._compiled = compile_for(self.policy, self.topology())
-            self._compiled_gen = self.generation
+            self._set_in_force(compile_for(self.policy, self.topology()))
         return self._compiled
 
     # ------------------------------------------------------------ changing it
@@ -203,8 +267,7 @@ class PolicyState:
     def apply(self, verdict: Verdict) -> None:
         self.policy = verdict.policy
         self.generation += 1
-        self._compiled = verdict.compiled
-        self._compiled_gen = self.generation
+        self._set_in_force(verdict.compiled)
         self._notified = verdict.compiled
         self._pending = set()
         for cb in self.on_stale:

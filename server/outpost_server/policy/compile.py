@@ -745,6 +745,12 @@ class CompiledPolicy:
 
     # ---------------------------------------------------------------- API
 
+    def primary_routers(self) -> frozenset[str]:
+        """Names of the nodes elected primary for at least one subnet route."""
+        return frozenset(
+            n.name for n, routes in zip(self.r.nodes, self.r.primary, strict=True) if routes
+        )
+
     def node(self, name: str) -> NodeView:
         cached = self._cache.get(name)
         if cached is not None:

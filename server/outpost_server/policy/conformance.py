@@ -21,16 +21,19 @@ Only the case's `policy` and `topology` are inputs; the recorded `nodes`
 section is only ever compared against. Two things the topology does not
 carry are filled in by convention, and said so here:
 
-* HA primaries. Which of several routers approved for the same subnet is
-  primary is, on a control server, decided by registration / connection
-  order (Outpost: lowest `TopoNode.route_priority`, then the node listed
-  first, i.e. the oldest). A recorded topology has no node IDs, registration
-  times or liveness: nodes are a JSON object (listed alphabetically) and the
-  addresses were re-drawn per case when the captures were anonymised
-  (lowest IPv4 picks the recorded primary in 127 of 237 HA elections, lowest
-  IPv6 in 116, first listed in 155 -- chance level). So the adapter passes
-  the nodes in listing order with equal priority, and cases whose recorded
-  primary is not the first-listed router fail on `primary_routes`.
+* HA primaries. Of several routers approved for the same subnet the
+  hosted service makes the one that registered first primary (Outpost:
+  lowest `TopoNode.route_priority`, then the node listed first). Checked on
+  the raw captures the cases were reduced from, whose netmaps keep each
+  node's `Created` time: earliest registration picks the recorded primary
+  in 352 of 352 HA elections; lowest IPv4 or IPv6 is at chance (addresses
+  were re-drawn per case when the captures were anonymised) and Tailscale
+  node ids are random. A case node may carry that time as `created`
+  (RFC 3339); the adapter then ranks nodes by it (`registration_priorities`).
+  The reduced cases do not carry it, so nodes get equal priority and the
+  listing order (alphabetical) decides: cases whose first-registered router
+  is not the alphabetically first one fail on `primary_routes` / `AllowedIPs`
+  (82 of them). Re-joined with `Created`, all of them pass.
 * Users' roles (autogroup:admin/owner and friends). The topology lists users
   without roles. The adapter assumes the capture tailnet's set-up: the user
   with the lowest id is the owner, every user is an admin. That is a site
@@ -49,6 +52,7 @@ import ipaddress
 import json
 import sys
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -81,6 +85,52 @@ def _net(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     return ipaddress.ip_network(text, strict=False)
 
 
+def registration_priorities(nodes: dict[str, Any]) -> dict[str, int]:
+    """`route_priority` per node from its registration time, when recorded.
+
+    The hosted service makes the earliest-registered approved router primary.
+    A topology node may carry that time as `created` (the netmap's `Created`,
+    RFC 3339); nodes get their rank in registration order (0 = first), and a
+    node without one ranks after all that have one. Without any, every node
+    gets 0 and the listing order decides (see the module docstring).
+    """
+    stamped: list[tuple[datetime, str]] = []
+    for name, n in nodes.items():
+        text = n.get("created") if isinstance(n, dict) else None
+        if not text:
+            continue
+        try:
+            when = datetime.fromisoformat(_trim_fraction(str(text)))
+        except ValueError:
+            continue
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        stamped.append((when, name))
+    if not stamped:
+        return {}
+    stamped.sort(key=lambda t: t[0])  # stable: equal times keep listing order
+    ranks = {name: k for k, (_, name) in enumerate(stamped)}
+    last = len(stamped)
+    return {name: ranks.get(name, last) for name in nodes}
+
+
+def _trim_fraction(text: str) -> str:
+    """RFC 3339 with nanoseconds and `Z` -> what datetime.fromisoformat reads."""
+    text = text.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    head, dot, rest = text.partition(".")
+    if not dot:
+        return text
+    digits = rest
+    tail = ""
+    for k, ch in enumerate(rest):
+        if not ch.isdigit():
+            digits, tail = rest[:k], rest[k:]
+            break
+    return f"{head}.{(digits + '000000')[:6]}{tail}"
+
+
 def case_topology(case: dict[str, Any]) -> Topology:
     """Convert a recorded case's topology to a Topology (nodes in listing order)."""
     topo = case["topology"]
@@ -94,8 +144,10 @@ def case_topology(case: dict[str, Any]) -> Topology:
         )
         for k, u in enumerate(users)
     )
+    raw_nodes = topo.get("nodes") or {}
+    priority = registration_priorities(raw_nodes)
     nodes = []
-    for name, n in (topo.get("nodes") or {}).items():
+    for name, n in raw_nodes.items():
         nodes.append(
             TopoNode(
                 name=name,
@@ -106,6 +158,7 @@ def case_topology(case: dict[str, Any]) -> Topology:
                 routable_ips=tuple(_net(r) for r in n.get("routable_ips") or ()),
                 approved_routes=tuple(_net(r) for r in n.get("approved_routes") or ()),
                 hostname=n.get("hostname") or name,
+                route_priority=priority.get(name, 0),
             )
         )
     domains = frozenset(u["email"].rpartition("@")[2] for u in users[:1] if u.get("email"))
