@@ -92,7 +92,7 @@ class RoutesController(Controller):
     @get()
     async def routes(self, ctx: Ctx, node_id: FromPath[int]) -> dict[str, Any]:
         node = ctx.store.node(NodeId(node_id))
-        view = ctx.control.policy.view(node.id)
+        view = ctx.control.policy.view(node.id, fresh=True)
         return {
             "id": node.id,
             "name": node.given_name,

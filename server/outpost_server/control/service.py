@@ -180,6 +180,9 @@ class ControlService:
             await resp.respond(200)  # lite update: the client only checks the status
             return
         cap = body.get("Version") if isinstance(body.get("Version"), int) else 0
+        # A node that just joined is in the policy only after the next settle
+        # (shared by every join of a burst): its first map waits for it.
+        await self.policy.settled()
         session = MapSession(node.id, cap)
         if not stream:
             first = self.first_message(session)
