@@ -124,7 +124,13 @@ async def run_size(
                 probe = Probe("join", None, _has_peer)
 
                 async def do_join(i: int = i, probe: Probe = probe) -> None:
-                    node, timing = await swarm.join(f"probe{i}", rng_groups.randrange(1 << 30))
+                    # The change is the registration: the clock starts as it is
+                    # sent, not before the joiner's own TCP and Noise handshake.
+                    node, timing = await swarm.join(
+                        f"probe{i}",
+                        rng_groups.randrange(1 << 30),
+                        lambda probe=probe: setattr(probe, "t0", time.monotonic()),
+                    )
                     joined.append(node)
                     res.register_s.append(timing.register_s)
                     res.first_map_s.append(timing.first_map_s)

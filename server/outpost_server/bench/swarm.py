@@ -195,13 +195,19 @@ class Swarm:
             if n.connected and n.node_id != node_id and self.visible(n.node_id, node_id)
         }
 
-    async def join(self, name: str, group: int = 0) -> tuple[BenchNode, JoinTiming]:
+    async def join(
+        self, name: str, group: int = 0, connected: Callable[[], None] | None = None
+    ) -> tuple[BenchNode, JoinTiming]:
+        """Connect, register, open the map stream; `connected` is called just
+        before the registration is sent (where a join probe's clock starts)."""
         group %= len(self.auth_keys)
         node = BenchNode(name, self, group)
         t0 = time.monotonic()
         await asyncio.wait_for(
             node.connect(self.host, self.port, self.server_key, self._source()), CONNECT_TIMEOUT_S
         )
+        if connected is not None:
+            connected()
         t1 = time.monotonic()
         resp = await node.register(self.auth_keys[group])
         t2 = time.monotonic()
