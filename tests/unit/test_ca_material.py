@@ -9,6 +9,7 @@ import datetime as dt
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from outpost_server.ca import certs
 from outpost_server.ca.material import (
@@ -171,7 +172,7 @@ def test_an_unconstrained_certificate_is_wider_than_a_constrained_site(site: Sit
     cert = certs.build_intermediate(
         site.root, site.root_key, key, SITE, NameConstraints((), ()), NOW
     )
-    with pytest.raises(MaterialError, match="it also permits any DNS name, any IP address$"):
+    with pytest.raises(MaterialError, match=r"it also permits any DNS name, any IP address$"):
         site.check(CAMaterial(cert, key, None))
 
 
@@ -206,14 +207,12 @@ def test_payloads_that_do_not_parse_are_refused_by_name(
 
 
 def test_a_carried_key_of_another_curve_is_refused(site: Site) -> None:
-    from cryptography.hazmat.primitives.asymmetric import ec
-
     p384 = ec.generate_private_key(ec.SECP384R1())
     payloads = {
         "intermediate.pem": certs.pem(site.current),
         "intermediate-key.pem": certs.key_pem(p384),
     }
-    with pytest.raises(MaterialError, match="intermediate-key.pem: not an ECDSA secp256r1 key"):
+    with pytest.raises(MaterialError, match=r"intermediate-key\.pem: not an ECDSA secp256r1 key"):
         parse_material(payloads)
 
 

@@ -56,6 +56,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from ..backup.failpoint import failpoint
 from ..durable import fsync_dir
 from ..errors import Conflict, InvalidInput, NotFound
 from . import certs
@@ -966,6 +967,7 @@ class OfflineCA:
         """Carry out the journalled install; safe to repeat from any point it was killed at."""
         cert, key = _load_next(self.dir / INTER_NEXT)
         _write(self.dir / INTER_KEY, certs.key_pem(key), 0o600)
+        failpoint("ca.install.after-key")  # tests: the key no longer matches intermediate.pem
         _write(self.dir / INTER_CERT, certs.pem(cert))
         try:
             nc: x509.NameConstraints | None = cert.extensions.get_extension_for_class(
@@ -983,6 +985,7 @@ class OfflineCA:
         events = self._issue_server_leaf(state, parse_names(state["leaf"]["names"]), now, actor)
         events += self._sign_crl(state, now, actor)
         self._commit(state)  # the switch: state.json names a leaf of the new issuing CA
+        failpoint("ca.install.after-state")
         self._drop_journal(state)
         return events
 
