@@ -119,6 +119,12 @@ def format_status(s: CAStatus) -> str:
         f"Issued leaves:    {s.issued_count}, revoked: {s.revoked_count}",
         f"CRL:              #{s.crl_number}, next update {s.crl_next_update:%Y-%m-%d}",
     ]
+    if s.pending_intermediate:
+        p = s.pending_intermediate
+        lines.append(
+            f"Pending request:  key {p['key_sha256'][:16]}... made {p['created'][:16]} "
+            f"by {p['actor']} (import its certificate with a ca-material bundle)"
+        )
     if s.warnings:
         lines += ["", *(f"! {w}" for w in s.warnings)]
     return "\n".join(lines)

@@ -134,6 +134,11 @@ async def test_request_sign_offline_stage_approve_serves_the_new_intermediate(
     preview = shown["preview"]["ca_material"]
     assert preview["key_source"] == "pending request" and preview["replaces"] == old_serial
     assert "problem" not in shown["preview"]
+    capsys.readouterr()
+    assert await outpost_cli(running, "bundles", "show", str(staged["id"])) == 0
+    text = capsys.readouterr().out
+    assert f"serial {preview['serial']}" in text
+    assert f"key         pending request; replaces {old_serial}" in text
 
     out = await api(running, "post", f"/v1/bundles/{staged['id']}/approve")
     assert out["status"] == "applied"
