@@ -143,3 +143,18 @@ def test_a_failed_transaction_after_the_install_is_completed_by_approving_again(
     assert applied.bundle.result["intermediate"]["key_source"] == "already installed"
     assert site.tree() == tree  # nothing in the CA changed the second time
     assert site.env.ledger.last_seqs()["ca-material"] == 1
+
+
+def test_a_disk_error_during_the_install_is_refused_and_leaves_the_bundle_staged(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bid = site.stage({"intermediate.pem": site.from_request()})
+
+    def disk_full(*_: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(site.certs, "install_intermediate", disk_full)
+    with pytest.raises(ApprovalRefused, match="install failed: No space left on device"):
+        site.env.service.approve(bid, "cli:root")
+    assert site.env.ledger.get(bid).status is BundleStatus.STAGED
+    assert "ca-material" not in site.env.ledger.last_seqs()

@@ -493,8 +493,16 @@ class BundleService:
         """
         try:
             checked, events, reloaded = self._ca().install_intermediate(vb.payloads, actor)
-        except OutpostError as exc:
+        except OutpostError as exc:  # a check under the CA's lock: nothing changed
             self._refused(staged, actor, f"ca-material not installed: {exc}", None)
+        except OSError as exc:  # e.g. disk full part-way: the journal decides
+            self._refused(
+                staged,
+                actor,
+                f"ca-material install failed: {exc.strerror or exc}; the CA finishes an "
+                "install it had started at its next operation; approve again",
+                None,
+            )
         for e in events:
             self._audit(
                 actor,

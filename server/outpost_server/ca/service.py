@@ -168,8 +168,10 @@ class ServerCertificates:
         """Install the issuing CA a ca-material bundle carries and serve the new leaf now.
 
         Synchronous: bundle approval runs on the event loop thread (like a
-        policy compile); the CA's lock is held only by short CA operations, and
-        the listener's SSL context must be reloaded on this thread anyway.
+        policy compile), and the listener's SSL context is reloaded on that
+        thread anyway. The CA's lock is held for milliseconds, or a few seconds
+        while a CLI `ca renew --intermediate` decrypts the root key; an
+        approval then waits that long.
         Returns (checked, events, reloaded).
         """
         ca = self._ca()
