@@ -112,6 +112,13 @@ def describe(b: dict[str, Any]) -> str:
         lines.append(f"  update to   version {u['version']}")
         for f in u["files"]:
             lines.append(f"  file        {f['name']}  {f['size']} bytes  sha256 {f['sha256']}")
+    if "ca_material" in p:
+        m = p["ca_material"]
+        lines.append(f"  issuing CA  {m['subject']}  serial {m['serial']}")
+        lines.append(f"  valid       {m['not_before']} to {m['not_after']}")
+        if "key_source" in m:
+            lines.append(f"  key         {m['key_source']}; replaces {m['replaces']}")
+            lines.append(f"  constraints {m['name_constraints']}")
     if "problem" in p:
         lines.append(f"  ! approval will be refused: {p['problem']}")
     return "\n".join(lines)

@@ -5,6 +5,11 @@ running server), not through the admin API: the CA must be usable before the
 server first starts (`ca init`) and while it is stopped. The server notices a
 new leaf or CRL on its next renewal check.
 
+The exception is `ca request-intermediate`: the running server makes and
+keeps the pending issuing-CA key and audits the request, so it goes through
+the admin API (the server must be running); the CLI only writes the request
+to the directory or device given with --to.
+
 Passphrases are read with getpass (never echoed, never on the command line) or
 from `--passphrase-file` (first line) for scripted installs.
 """
@@ -114,6 +119,12 @@ def format_status(s: CAStatus) -> str:
         f"Issued leaves:    {s.issued_count}, revoked: {s.revoked_count}",
         f"CRL:              #{s.crl_number}, next update {s.crl_next_update:%Y-%m-%d}",
     ]
+    if s.pending_intermediate:
+        p = s.pending_intermediate
+        lines.append(
+            f"Pending request:  key {p['key_sha256'][:16]}... made {p['created'][:16]} "
+            f"by {p['actor']} (import its certificate with a ca-material bundle)"
+        )
     if s.warnings:
         lines += ["", *(f"! {w}" for w in s.warnings)]
     return "\n".join(lines)
@@ -243,6 +254,55 @@ def cmd_renew(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_request_intermediate(args: argparse.Namespace, client: Any) -> int:
+    """Ask the server for a pending issuing-CA key and its request; write the request out."""
+    from cryptography import x509  # noqa: PLC0415
+
+    from outpost_server.bundles.media import MediaError  # noqa: PLC0415
+
+    from .media_export import write_and_verify  # noqa: PLC0415
+
+    r = client.post("/v1/certs/intermediate-request", {})
+    csr = r["csr_pem"].encode()
+    written = None
+    if args.to:
+
+        def check(back: bytes) -> object:
+            if not x509.load_pem_x509_csr(back).is_signature_valid:
+                raise InvalidInput("the request read back does not verify")
+            return None
+
+        try:
+            written = write_and_verify(args.to, r["file"], csr, check)
+        except (MediaError, OSError, ValueError) as exc:
+            print(f"outpost: request not written to {args.to}: {exc}", file=sys.stderr)
+            return 2
+        if written.problem:
+            print(
+                f"outpost: REQUEST NOT WRITTEN at {written.path}: {written.problem}",
+                file=sys.stderr,
+            )
+            return 1
+    if args.json:
+        out = {k: r[k] for k in ("file", "key_sha256", "root_sha256", "events")}
+        out["path"] = written.path if written else None
+        out["csr_pem"] = r["csr_pem"]
+        print(json.dumps(out, indent=2))
+        return 0
+    if written is None:
+        sys.stdout.write(r["csr_pem"])
+        return 0
+    print(
+        f"wrote {written.path}, read back and verified\n"
+        f"pending key {r['key_sha256']} (stays on this box)\n"
+        f"site root   {r['root_sha256']}\n"
+        "Next, at the signing station: outpost-sign create ca-material --csr "
+        f"{r['file']} --root-cert outpost-root.pem --root-key outpost-root-key.pem ...,\n"
+        "sign the bundle, bring it back and approve it (`outpost bundles approve`)."
+    )
+    return 0
+
+
 HANDLERS = {
     "init": cmd_init,
     "status": cmd_status,
@@ -255,8 +315,10 @@ HANDLERS = {
 
 
 def handle(args: argparse.Namespace, client: Any = None) -> int:
-    """Entry point set as `func`; `client` (the admin API) is not needed here."""
+    """Entry point set as `func`; `client` (the admin API) only for request-intermediate."""
     try:
+        if args.ca_action == "request-intermediate":
+            return cmd_request_intermediate(args, client)
         return HANDLERS[args.ca_action](args)
     except OutpostError as exc:
         print(f"outpost: {exc}", file=sys.stderr)
@@ -348,6 +410,16 @@ def add_commands(subparsers: Any) -> None:
         "--export-dir", required=True, help="directory written by `export-root --with-key`"
     )
     common(sp, passphrase=True, yes=True)
+
+    sp = sub.add_parser(
+        "request-intermediate",
+        help="new issuing-CA key kept on the box; write a request for the offline root to sign "
+        "(through the running server)",
+    )
+    sp.add_argument(
+        "--to", help="directory or USB block device for the request (default: print it)"
+    )
+    common(sp)
 
     sp = sub.add_parser(
         "renew", help="renew the server certificate if due (or now), or the issuing CA"

@@ -2,6 +2,10 @@
 
     outpost-sign keygen --out DIR [--label NAME]
     outpost-sign create KIND --appliance ID --seq N --expires 7d --payload name=path ... --out FILE
+    outpost-sign create ca-material --appliance ID --seq N --expires 7d --out FILE
+                 --csr REQ.pem --root-cert outpost-root.pem --root-key outpost-root-key.pem
+                 [--days N] [--passphrase-file F]
+             or  --intermediate CERT.pem --intermediate-key KEY.pem [--root-cert outpost-root.pem]
     outpost-sign sign FILE --key KEYFILE
     outpost-sign verify FILE --trust STORE.json --appliance ID [--last-seq N]
     outpost-sign inspect FILE
@@ -15,6 +19,8 @@ Exit codes: 0 success, 1 bundle rejected, 2 usage or file error.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import getpass
 import json
 import os
 import re
@@ -37,6 +43,9 @@ from outpost_server.bundles.errors import BundleRejected
 from outpost_server.bundles.signing import add_signature, public_bytes
 from outpost_server.bundles.trust import TrustStore, TrustStoreError
 from outpost_server.bundles.verify import verify
+from outpost_server.ca import certs as ca_certs
+from outpost_server.ca import material as ca_material
+from outpost_server.ca.keystore import decrypt_private_key
 from outpost_server.errors import OutpostError
 
 _DURATION = re.compile(r"(\d+)([smhd])")
@@ -104,19 +113,81 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     return 0
 
 
+CARRIED_KEY_WARNING = (
+    "WARNING: this bundle carries the issuing CA's private key (intermediate-key.pem) in "
+    "clear inside the signed bundle: whoever copies the medium has the key. Prefer "
+    "`outpost ca request-intermediate` on the appliance and --csr here."
+)
+
+
+def _read_pem(path: str, what: str) -> bytes:
+    p = Path(path)
+    if p.stat().st_size > ca_material.MAX_PEM_BYTES:
+        raise UsageError(f"{path}: too large for {what}")
+    return p.read_bytes()
+
+
+def ca_material_payloads(args: argparse.Namespace, now: int) -> dict[str, bytes]:
+    """intermediate.pem (+ root.pem, + intermediate-key.pem when made elsewhere)."""
+    from cryptography import x509  # noqa: PLC0415
+
+    if args.payload:
+        raise UsageError("ca-material takes --csr (or --intermediate), not --payload")
+    root_pem = _read_pem(args.root_cert, "a root certificate") if args.root_cert else None
+    if args.csr:
+        if args.intermediate or args.intermediate_key:
+            raise UsageError("give either --csr or --intermediate/--intermediate-key, not both")
+        if not (root_pem and args.root_key):
+            raise UsageError(
+                "--csr needs --root-cert and --root-key (as `outpost ca export-root` wrote them)"
+            )
+        try:
+            csr = x509.load_pem_x509_csr(_read_pem(args.csr, "a request"))
+            root = x509.load_pem_x509_certificate(root_pem)
+        except ValueError as exc:
+            raise UsageError(f"cannot read the request or root certificate: {exc}") from None
+        if args.passphrase_file:
+            lines = Path(args.passphrase_file).read_text().splitlines()
+            passphrase = (lines[0] if lines else "").encode()
+        else:
+            passphrase = getpass.getpass("Root key passphrase: ").encode()
+        root_key = decrypt_private_key(_read_pem(args.root_key, "a root key"), passphrase)
+        days = args.days if args.days is not None else ca_certs.INTERMEDIATE_LIFETIME.days
+        cert = ca_certs.issue_intermediate_from_csr(
+            csr, root, root_key, dt.datetime.fromtimestamp(now, dt.UTC), dt.timedelta(days=days)
+        )
+        out = {ca_material.INTERMEDIATE_PAYLOAD: ca_certs.pem(cert)}
+    elif args.intermediate and args.intermediate_key:
+        if args.root_key or args.days is not None:
+            raise UsageError(
+                "--root-key and --days are for --csr; this certificate is already issued"
+            )
+        out = {
+            ca_material.INTERMEDIATE_PAYLOAD: _read_pem(args.intermediate, "a certificate"),
+            ca_material.INTERMEDIATE_KEY_PAYLOAD: _read_pem(args.intermediate_key, "a key"),
+        }
+        parsed = ca_material.parse_material(out)  # never package a key that is not the cert's
+        assert parsed.key is not None
+        if parsed.key.public_key().public_numbers() != parsed.cert.public_key().public_numbers():  # type: ignore[union-attr]
+            raise UsageError("--intermediate-key is not the key of --intermediate")
+        print(CARRIED_KEY_WARNING, file=sys.stderr)
+    else:
+        raise UsageError(
+            "ca-material needs --csr REQ --root-cert ROOT --root-key KEY "
+            "(or --intermediate CERT --intermediate-key KEY)"
+        )
+    if root_pem is not None:
+        out[ca_material.ROOT_PAYLOAD] = root_pem
+    ca_material.parse_material(out)
+    return out
+
+
 def cmd_create(args: argparse.Namespace) -> int:
-    payloads: dict[str, bytes] = {}
-    for spec in args.payload or []:
-        name, sep, path = spec.partition("=")
-        if not sep:
-            raise UsageError(f"--payload {spec!r}: use name=path")
-        if name in payloads:
-            raise UsageError(f"payload {name} given twice")
-        p = Path(path)
-        if p.stat().st_size > MAX_PAYLOAD_FILE_BYTES:
-            raise UsageError(f"payload {path} is larger than a bundle may be")
-        payloads[name] = p.read_bytes()
     created = int(args.created) if args.created is not None else int(time.time())
+    if args.kind == "ca-material":
+        payloads = ca_material_payloads(args, created)
+    else:
+        payloads = _payload_files(args)
     manifest = fmt.manifest_for(
         args.kind,
         args.appliance,
@@ -134,6 +205,21 @@ def cmd_create(args: argparse.Namespace) -> int:
         "now run: outpost-sign sign"
     )
     return 0
+
+
+def _payload_files(args: argparse.Namespace) -> dict[str, bytes]:
+    payloads: dict[str, bytes] = {}
+    for spec in args.payload or []:
+        name, sep, path = spec.partition("=")
+        if not sep:
+            raise UsageError(f"--payload {spec!r}: use name=path")
+        if name in payloads:
+            raise UsageError(f"payload {name} given twice")
+        p = Path(path)
+        if p.stat().st_size > MAX_PAYLOAD_FILE_BYTES:
+            raise UsageError(f"payload {path} is larger than a bundle may be")
+        payloads[name] = p.read_bytes()
+    return payloads
 
 
 def cmd_sign(args: argparse.Namespace) -> int:
@@ -189,10 +275,33 @@ def describe(data: bytes) -> list[str]:
     ]
     lines += [f"  {p.name}  {p.size} bytes  sha256 {p.sha256.hex()}" for p in m.payloads]
     try:
-        fmt.split_payloads(data, frame, m)
+        split = fmt.split_payloads(data, frame, m)
     except BundleRejected as exc:
         lines.append(f"INVALID     {exc}")
+    else:
+        if m.kind == "ca-material":
+            lines += _describe_ca_material(split)
     lines.append("(signatures, trust and digests are not checked by inspect; use verify)")
+    return lines
+
+
+def _describe_ca_material(payloads: dict[str, bytes]) -> list[str]:
+    try:
+        mat = ca_material.parse_material(payloads)
+    except OutpostError as exc:
+        return [f"INVALID     {exc}"]
+    d = ca_material.describe(mat.cert)
+    lines = [
+        f"issuing CA  {d['subject']}",
+        f"  issuer    {d['issuer']}",
+        f"  serial    {d['serial']}",
+        f"  valid     {d['not_before']} to {d['not_after']}",
+        f"  SHA-256   {d['sha256']}",
+        "  key       "
+        + ("carried in this bundle" if mat.key is not None else "pending request on the appliance"),
+    ]
+    if mat.key is not None:
+        lines.append(CARRIED_KEY_WARNING)
     return lines
 
 
@@ -249,6 +358,16 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--created", type=int, help="unix time (default: now)")
     c.add_argument("--payload", action="append", metavar="NAME=PATH")
     c.add_argument("--out", required=True)
+    ca = c.add_argument_group("ca-material (a new issuing CA for the appliance)")
+    ca.add_argument("--csr", help="request written by `outpost ca request-intermediate`")
+    ca.add_argument("--root-cert", help="the site root certificate (outpost-root.pem)")
+    ca.add_argument("--root-key", help="the encrypted root key (outpost-root-key.pem)")
+    ca.add_argument("--passphrase-file", help="root key passphrase, first line (default: ask)")
+    ca.add_argument("--days", type=int, help="issuing CA lifetime (default and most: 1826)")
+    ca.add_argument("--intermediate", help="an issuing CA certificate made elsewhere")
+    ca.add_argument(
+        "--intermediate-key", help="its private key: travels on the medium (prefer --csr)"
+    )
     s = sub.add_parser("sign", help="add a signature")
     s.add_argument("file")
     s.add_argument("--key", required=True)

@@ -244,8 +244,9 @@ class OutpostServer:
             self._stun_transport = await start_stun(sh, sp, self.stun_counters)
 
         self.bundles = BundleService(
-            store, BundleLedger(store), self.appliance_id, self.policy, self.record, signing_key=self.audit_key
-        )
+            store, BundleLedger(store), self.appliance_id, self.policy, self.record,
+            signing_key=self.audit_key, ca=self.certs,
+        )  # fmt: skip
         self._provision_trust(cfg.data_dir / TRUST_PROVISION_FILE)
         api_ctx = ApiContext(
             store=store,

@@ -6,6 +6,7 @@ from rich.text import Text
 
 from outpost_tui.highlight import COMMENT, KEY, NUMBER, REMOVED, STRING, hujson, unified_diff
 from outpost_tui.screens.audit import details_summary, entry_matches
+from outpost_tui.screens.bundles import details as bundle_details
 from outpost_tui.screens.dashboard import audit_tile, certs_tile, disk_tile
 from outpost_tui.theme import SAFE_GLYPHS
 
@@ -93,3 +94,19 @@ def test_audit_filter_matches_every_word_over_actor_action_and_details() -> None
     assert not entry_matches(e, "alice delete")
     assert details_summary({"a": "x" * 100}).endswith("...")
     assert details_summary({"routes": ["10.0.0.0/8"]}) == 'routes=["10.0.0.0/8"]'
+
+
+def test_a_ca_material_bundle_shows_the_issuing_ca_and_where_its_key_comes_from() -> None:
+    b = {
+        "id": 4, "status": "staged", "kind": "ca-material", "seq": 1, "file": "ca.opb",
+        "medium_label": "USB", "signers": ["a", "b"], "sha256": "ab" * 32,
+        "preview": {"ca_material": {
+            "subject": "CN=Outpost issuing CA (alpha) 2030-03-01", "serial": "7f17",
+            "not_before": "2030-02-28T12:00:00Z", "not_after": "2035-03-01T12:00:00Z",
+            "key_source": "pending request", "replaces": "66a5",
+        }},
+    }  # fmt: skip
+    text = bundle_details(b)
+    assert "New issuing CA: CN=Outpost issuing CA (alpha) 2030-03-01, serial 7f17" in text
+    assert "Valid 2030-02-28T12:00:00Z to 2035-03-01T12:00:00Z" in text
+    assert "Key: pending request; replaces issuing CA 66a5" in text

@@ -184,10 +184,12 @@ def test_a_policy_that_fails_to_compile_is_refused_and_nothing_applied(env: Env)
         env.policy.check(bad.decode())
 
 
-def test_ca_material_is_refused_as_not_supported_yet(env: Env) -> None:
-    bid = stage_one(env, bundle("ca-material", 1, {"ca.crt": b"-----BEGIN"}, "A", "B"))
+def test_ca_material_is_refused_on_a_server_without_a_ca(env: Env) -> None:
+    bid = stage_one(env, bundle("ca-material", 1, {"intermediate.pem": b"-----BEGIN"}, "A", "B"))
     before = env.snapshot()
-    with pytest.raises(ApprovalRefused, match="importing CA material is not supported yet"):
+    with pytest.raises(
+        ApprovalRefused, match="no certificate authority to import CA material into"
+    ):
         env.service.approve(bid, "cli:root")
     assert env.snapshot() == before
 

@@ -138,3 +138,58 @@ def test_enrolment_key_adds_a_hashed_key_and_prints_the_secret_once(
     keys.write_text("{not json")
     assert sign.main(["enrolment-key", "--keys", str(keys), "--user", "bob"]) == 2
     assert keys.read_text() == "{not json"  # a broken file is never overwritten
+
+
+def _issuing_ca(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A root and an issuing CA made elsewhere (cert.pem, key.pem, root.pem)."""
+    import datetime as dt  # noqa: PLC0415
+
+    from outpost_server.ca import certs  # noqa: PLC0415
+    from outpost_server.ca.names import NameConstraints  # noqa: PLC0415
+
+    now = dt.datetime.fromtimestamp(NOW, dt.UTC)
+    root_key, key = certs.new_key(), certs.new_key()
+    root = certs.build_root(root_key, "alpha", now)
+    cert = certs.build_intermediate(root, root_key, key, "alpha", NameConstraints.build(), now)
+    paths = tmp_path / "cert.pem", tmp_path / "key.pem", tmp_path / "root.pem"
+    paths[0].write_bytes(certs.pem(cert))
+    paths[1].write_bytes(certs.key_pem(key))
+    paths[2].write_bytes(certs.pem(root))
+    return paths
+
+
+def test_ca_material_with_a_carried_key_is_packaged_and_inspect_warns(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cert, key, root = _issuing_ca(tmp_path)
+    out = tmp_path / "ca.opb"
+    argv = ["create", "ca-material", "--appliance", "a1", "--seq", "1", "--expires", "7d"]
+    argv += ["--created", str(NOW), "--out", str(out), "--intermediate", str(cert)]
+    assert sign.main([*argv, "--intermediate-key", str(key), "--root-cert", str(root)]) == 0
+    assert "carries the issuing CA's private key" in capsys.readouterr().err
+    assert sign.main(["inspect", str(out)]) == 0
+    shown = capsys.readouterr().out
+    assert "intermediate-key.pem" in shown and "root.pem" in shown
+    assert "key       carried in this bundle" in shown
+    assert "WARNING: this bundle carries the issuing CA's private key" in shown
+
+
+def test_ca_material_refuses_a_key_that_is_not_the_certificates(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cert, _, _ = _issuing_ca(tmp_path)
+    (tmp_path / "other").mkdir()
+    _, other_key, _ = _issuing_ca(tmp_path / "other")
+    argv = ["create", "ca-material", "--appliance", "a1", "--seq", "1", "--expires", "7d"]
+    argv += ["--out", str(tmp_path / "ca.opb"), "--intermediate", str(cert)]
+    assert sign.main([*argv, "--intermediate-key", str(other_key)]) == 2
+    assert "--intermediate-key is not the key of --intermediate" in capsys.readouterr().err
+    assert not (tmp_path / "ca.opb").exists()
+
+
+def test_ca_material_needs_a_request_or_a_certificate(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["create", "ca-material", "--appliance", "a1", "--seq", "1", "--expires", "7d"]
+    assert sign.main([*argv, "--out", str(tmp_path / "ca.opb")]) == 2
+    assert "ca-material needs --csr REQ --root-cert ROOT --root-key KEY" in capsys.readouterr().err

@@ -141,6 +141,7 @@ class BundlesController(Controller):
                 "policy_version": applied.policy.id if applied.policy else None,
                 "enrolment_keys": [k.prefix for k in applied.keys],
                 "trust_version": applied.trust.id if applied.trust else None,
+                "intermediate": applied.bundle.result.get("intermediate"),
             },
         }
 

@@ -2,9 +2,12 @@
 
 What is deliberately absent, and why:
 
-* Anything needing the root key (a new issuing CA, removing the root key from
-  the box): that needs the root passphrase and removable media, and stays
-  with `outpost ca ...` on the box, where getpass reads the passphrase.
+* Anything needing the root key (signing a new issuing CA, removing the root
+  key from the box): that needs the root passphrase and removable media, and
+  stays with `outpost ca ...` on the box, where getpass reads the passphrase.
+  What *is* here is the request for a new issuing CA: the server makes and
+  keeps the key and returns a PKCS#10 request for the offline station to
+  sign; the certificate comes back in a `ca-material` bundle (docs/ca.md).
 * Writing the root certificate to USB media: that belongs with the USB
   bundles feature. The root certificate is public, so it is shown here (PEM
   and SHA-256) for the admin to compare or copy.
@@ -16,6 +19,7 @@ it needs no passphrase and is offered here.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Any
 
 from litestar import Controller, get, post
@@ -93,6 +97,13 @@ def status_view(st: CAStatus, issued: list[dict[str, Any]], root_pem: str) -> di
         ],
         "revocation_reasons": list(REVOCATION_REASONS),
         "warnings": list(st.warnings),
+        "pending_intermediate": None
+        if not st.pending_intermediate
+        else {
+            "key_sha256": st.pending_intermediate["key_sha256"],
+            "created": iso_utc(dt.datetime.fromisoformat(st.pending_intermediate["created"])),
+            "actor": st.pending_intermediate["actor"],
+        },
     }
 
 
@@ -126,6 +137,22 @@ class CertificatesController(Controller):
             "events": [_event_view(e) for e in events],
         }
 
+    @post("/intermediate-request")
+    async def request_intermediate(self, ctx: Ctx) -> dict[str, Any]:
+        """New pending issuing-CA key on the box; returns the request (PEM) to sign offline."""
+        certs = _certs(ctx)
+        csr_pem, events = await certs.request_intermediate(ctx.actor)
+        _audit_events(ctx, events)
+        st = certs.status()
+        pending = st.pending_intermediate or {}
+        return {
+            "csr_pem": csr_pem.decode(),
+            "file": f"outpost-intermediate-request-{_file_safe(st.site)}.csr.pem",
+            "key_sha256": pending.get("key_sha256"),
+            "root_sha256": st.root.sha256,
+            "events": [_event_view(e) for e in events],
+        }
+
     @post("/revoke")
     async def revoke(self, ctx: Ctx, data: JsonObject) -> dict[str, Any]:
         serial, reason = data.get("serial"), data.get("reason", "unspecified")
@@ -141,6 +168,11 @@ class CertificatesController(Controller):
             "server_leaf_replaced": reloaded,
             "events": [_event_view(e) for e in events],
         }
+
+
+def _file_safe(text: str) -> str:
+    """A site name as part of a file name on FAT media (no spaces, slashes or colons)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "site"
 
 
 def certs_brief(ctx: Ctx) -> dict[str, Any] | None:

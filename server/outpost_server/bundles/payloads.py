@@ -7,7 +7,8 @@ fix the file on the signing station.
     enrolment-keys  exactly `keys.json`       (format outpost-enrolment-keys-v1)
     policy          exactly `policy.hujson`   (the same text `outpost policy set` takes)
     trust-store     exactly `trust-store.json` (trust.py, SPEC.md §7)
-    ca-material     not imported yet: the CA has no import path
+    ca-material     `intermediate.pem` [+ `intermediate-key.pem`] [+ `root.pem`]: parsed and
+                    checked against the site's CA in ca/material.py
 
 An enrolment key travels as its prefix and the SHA-256 of its secret; the
 secret itself stays with whoever made the bundle (they hand `opk-<prefix>-<secret>`

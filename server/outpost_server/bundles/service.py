@@ -38,6 +38,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ..audit.export import EXPORT_KIND
 from ..audit.log import AuditLog, ExportSigning
+from ..ca.authority import CAEvent
+from ..ca.material import CheckedIntermediate, describe, parse_material
 from ..errors import Conflict, InvalidInput, OutpostError
 from ..state.bundles import (
     Applied,
@@ -66,6 +68,17 @@ class PolicyGate(Protocol):
     def check(self, text: str) -> Any: ...
 
     def apply(self, verdict: Any) -> None: ...
+
+
+class CAMaterialGate(Protocol):
+    """The running server's CA (ca/service.py ServerCertificates): check and install
+    the issuing CA a ca-material bundle carries, then serve the new leaf."""
+
+    def check_intermediate(self, payloads: Mapping[str, bytes]) -> CheckedIntermediate: ...
+
+    def install_intermediate(
+        self, payloads: Mapping[str, bytes], actor: str
+    ) -> tuple[CheckedIntermediate, list[CAEvent], bool]: ...
 
 
 class NoTrustStore(Conflict):
@@ -128,7 +141,9 @@ class BundleService:
         audit: AuditSink,
         clock: Callable[[], int] = lambda: int(time.time()),
         signing_key: Ed25519PrivateKey | None = None,
+        ca: CAMaterialGate | None = None,
     ) -> None:
+        self.ca = ca  # None: this server has no CA to import ca-material into
         self.signing_key = signing_key  # the appliance (audit) key that signs outbound bundles
         self.store = store
         self.ledger = ledger
@@ -333,6 +348,9 @@ class BundleService:
             elif b.kind == "trust-store":
                 new = TrustStore.loads(pl.exactly(payloads, TRUST_STORE_PAYLOAD, b.kind))
                 out["trust"] = _trust_summary(new)
+            elif b.kind == "ca-material":
+                out["ca_material"] = describe(parse_material(payloads).cert)
+                out["ca_material"] = self._ca().check_intermediate(payloads).summary()
             elif b.kind == "system-update":
                 u = _system_update(payloads)
                 out["system_update"] = {
@@ -422,6 +440,8 @@ class BundleService:
             self._refused(staged, actor, str(exc), status)
         except OutpostError as exc:
             self._refused(staged, actor, f"{staged.kind} payload refused: {exc}", None)
+        if vb.kind == "ca-material":
+            plan = self._install_ca_material(staged, vb, plan, actor)
         try:
             applied = self.ledger.apply(plan, before_commit)
         except OutpostError as exc:
@@ -447,6 +467,56 @@ class BundleService:
             },
         )
         return applied
+
+    def _install_ca_material(
+        self, staged: StagedBundle, vb: VerifiedBundle, plan: ApplyPlan, actor: str
+    ) -> ApplyPlan:
+        """Install the new issuing CA *before* the database transaction; see why below.
+
+        The CA is files under DATA_DIR/ca (with its own journal and lock), the
+        bundle ledger is SQLite: they cannot commit together. The order is
+        chosen so that every failure leaves something valid and repeatable:
+
+        * CA install fails (checks under the lock, disk full): nothing was
+          switched (the CA rolls its own install forward or never started it),
+          the bundle stays staged, the refusal is audited.
+        * CA installed, then the transaction fails or the process dies: the
+          new intermediate is valid and in use (it is signed by this site's
+          root and was checked), only the bundle is still staged with its
+          sequence unconsumed. Approving it again finds the certificate is
+          already the issuing CA, changes nothing in the CA and completes
+          the transaction.
+
+        The other order (commit first, install after) could leave a bundle
+        marked applied, its sequence spent, and the CA unchanged - with no
+        way to approve it again.
+        """
+        try:
+            checked, events, reloaded = self._ca().install_intermediate(vb.payloads, actor)
+        except OutpostError as exc:  # a check under the CA's lock: nothing changed
+            self._refused(staged, actor, f"ca-material not installed: {exc}", None)
+        except OSError as exc:  # e.g. disk full part-way: the journal decides
+            self._refused(
+                staged,
+                actor,
+                f"ca-material install failed: {exc.strerror or exc}; the CA finishes an "
+                "install it had started at its next operation; approve again",
+                None,
+            )
+        for e in events:
+            self._audit(
+                actor,
+                e.action,
+                {"subject": e.subject, "serial": e.serial, "detail": e.detail, "bundle": staged.id},
+            )
+        return replace(plan, result={"intermediate": checked.summary(), "tls_reloaded": reloaded})
+
+    def _ca(self) -> CAMaterialGate:
+        if self.ca is None:
+            raise InvalidInput(
+                "this server has no certificate authority to import CA material into"
+            )
+        return self.ca
 
     def record_install(
         self, bundle_id: int, actor: str, phase: str, details: dict[str, Any]
@@ -544,10 +614,9 @@ class BundleService:
             )
             return vb, plan, None, {}
         if kind == "ca-material":
-            raise InvalidInput(
-                "importing CA material is not supported yet: the appliance's CA "
-                "(outpost ca ...) has no import path; reject this bundle"
-            )
+            checked = self._ca().check_intermediate(vb.payloads)  # changes nothing
+            plan = replace(base, result={"intermediate": checked.summary()})
+            return vb, plan, None, {"intermediate_serial": checked.replaces_serial}
         raise InvalidInput(f"kind {kind} is not accepted here")  # pragma: no cover - verify()
 
     def _key_spec(self, e: pl.KeyEntry, now: int) -> KeySpec:
@@ -603,8 +672,10 @@ def _after(a: Applied) -> dict[str, Any]:
         out["enrolment_keys"] = [k.prefix for k in a.keys]
     if a.trust is not None:
         out["trust_version"] = a.trust.id
+    if a.bundle.kind == "ca-material" and isinstance(a.bundle.result, dict):
+        out["intermediate"] = a.bundle.result.get("intermediate")
     return out
 
 
 # system-update is approved for the root-run installer, never applied by the server
-KINDS_APPLIED = INBOUND_KINDS - {"ca-material", "system-update"}
+KINDS_APPLIED = INBOUND_KINDS - {"system-update"}

@@ -5,6 +5,11 @@
                              absent after `ca remove-root-key` or an unattended init
     intermediate.pem         issuing CA certificate
     intermediate-key.pem     issuing CA key, unencrypted, mode 0600 (see docs/ca.md)
+    intermediate-pending-key.pem  key of an outstanding request for a new issuing CA
+                             (`ca request-intermediate`), 0600, until a certificate for it is
+                             imported from a ca-material bundle
+    intermediate-next.pem    only while a new issuing CA is being installed: its certificate
+                             and key in one file, the roll-forward journal (see below)
     leaves/<generation>/     the server leaf: chain.pem (leaf + intermediate), key.pem
     issued/<serial>.pem      every certificate the intermediate signed
     crl.der, crl.pem         CRL signed by the intermediate
@@ -17,6 +22,17 @@ ever sees the old or the new state. The server leaf lives in a new directory
 per generation; `state.json` switches to it last, and the previous generation
 is kept so a listener that read the old paths a moment ago still finds them.
 
+Replacing the issuing CA changes two fixed files (certificate and key) that
+must always match, then the leaf, CRL and state. That cannot be one rename,
+so it is journalled: the new certificate and key are first written together
+as one file, `intermediate-next.pem` (atomic); from then on the install is
+*rolled forward*. The journal is removed only after `state.json` names a
+leaf issued by the new CA. Whoever takes the lock next (the server's hourly
+check, a CLI command, a re-approval) and finds the journal finishes the
+install before doing anything else, so a kill at any point leaves the old CA
+(no journal yet) or, after the next lock, the new one: never a key and a
+certificate that do not belong together.
+
 Every public method that changes something returns `CAEvent`s for the audit log.
 """
 
@@ -27,6 +43,7 @@ import datetime as dt
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -39,6 +56,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from ..backup.failpoint import failpoint
 from ..durable import fsync_dir, write_atomic
 from ..errors import Conflict, InvalidInput, NotFound
 from . import certs
@@ -51,7 +69,10 @@ from .keystore import (
     encrypt_private_key,
     is_encrypted,
 )
+from .material import CAMaterial, CheckedIntermediate, check_intermediate
 from .names import IPAddress, NameConstraints, parse_names
+
+log = logging.getLogger(__name__)
 
 STATE_VERSION = 1
 # Renew the server leaf at 2/3 of its lifetime or this long before expiry,
@@ -77,6 +98,8 @@ ROOT_CERT = "root.pem"
 ROOT_KEY = "root-key.pem"
 INTER_CERT = "intermediate.pem"
 INTER_KEY = "intermediate-key.pem"
+PENDING_KEY = "intermediate-pending-key.pem"
+INTER_NEXT = "intermediate-next.pem"
 STATE = "state.json"
 EXPORT_ROOT_PEM = "outpost-root.pem"
 EXPORT_ROOT_DER = "outpost-root.cer"
@@ -149,6 +172,8 @@ class CAStatus:
     crl_next_update: dt.datetime
     name_constraints: str
     warnings: list[str] = field(default_factory=list)
+    # an outstanding `ca request-intermediate`: {"key_sha256", "created", "actor"}
+    pending_intermediate: dict[str, str] | None = None
 
 
 # ------------------------------------------------------------------ files
@@ -326,9 +351,34 @@ class OfflineCA:
         fd = os.open(self.dir / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            yield self._load_state()
+            state = self._load_state()
+            if (self.dir / INTER_NEXT).exists():
+                self._finish_interrupted_install(state)
+                state = self._load_state()
+            yield state
         finally:
             os.close(fd)
+
+    def _finish_interrupted_install(self, state: dict[str, Any]) -> None:
+        """An issuing-CA install was killed after its journal was written: finish it."""
+        cert, _ = _load_next(self.dir / INTER_NEXT)
+        chain = self.dir / "leaves" / state["leaf"]["dir"] / "chain.pem"
+        served = x509.load_pem_x509_certificates(chain.read_bytes())
+        if len(served) > 1 and served[1] == cert:  # state.json already switched: only tidy up
+            self._drop_journal(state)
+            return
+        now = dt.datetime.now(dt.UTC)
+        events = self._roll_forward(state, now, "ca-recovery")
+        # Nobody is there to audit these; the log says what happened. The
+        # bundle that started the install is still staged, and approving it
+        # again records `ca.intermediate.import` ("already installed").
+        for e in events:
+            log.warning(
+                "finished an interrupted issuing-CA install: %s %s %s",
+                e.action,
+                e.serial or "",
+                e.detail,
+            )
 
     def _root(self) -> x509.Certificate:
         return x509.load_pem_x509_certificate((self.dir / ROOT_CERT).read_bytes())
@@ -763,25 +813,175 @@ class OfflineCA:
                 )
             key = certs.new_key()
             inter = certs.build_intermediate(root, root_key, key, state["site"], constraints, now)
-            _write(self.dir / INTER_KEY, certs.key_pem(key), 0o600)
-            _write(self.dir / INTER_CERT, certs.pem(inter))
-            state["constraints"] = constraints.to_json()
-            self._record_issued(state, inter, "intermediate", [], actor, now)
-            events = [
-                CAEvent(
-                    actor,
-                    "ca.intermediate.issue",
-                    now,
-                    inter.subject.rfc4514_string(),
-                    serial_hex(inter.serial_number),
-                    f"valid until {inter.not_valid_after_utc:%Y-%m-%d}; "
-                    f"constraints {constraints.describe()}",
+            event = CAEvent(
+                actor,
+                "ca.intermediate.issue",
+                now,
+                inter.subject.rfc4514_string(),
+                serial_hex(inter.serial_number),
+                f"valid until {inter.not_valid_after_utc:%Y-%m-%d}; "
+                f"constraints {constraints.describe()}",
+            )
+            return [event, *self._install_intermediate(state, inter, key, now, actor)]
+
+    # ------------------------------------------- issuing CA signed offline
+    def request_intermediate(
+        self, now: dt.datetime, actor: str = "admin"
+    ) -> tuple[bytes, list[CAEvent]]:
+        """A new issuing-CA key kept here as *pending*, and a PKCS#10 request for it (PEM).
+
+        The request goes to the offline signing station, where the root key
+        signs it (`outpost-sign create ca-material --csr`); the certificate
+        comes back in a ca-material bundle and `import_intermediate` pairs it
+        with this key. The private key never leaves the box. A new request
+        replaces an older pending one (its key is overwritten).
+        """
+        now = _check_now(now)
+        with self._locked() as state:
+            if state["root_key"] == "not-kept":
+                raise CAError(
+                    "this CA's root key was discarded at unattended init: nobody can sign a "
+                    "new issuing CA for it (see docs/ca.md, `outpost ca init`)"
                 )
-            ]
-            events += self._issue_server_leaf(state, leaf_names, now, actor)
-            events += self._sign_crl(state, now, actor)
+            key = certs.new_key()
+            csr = certs.build_intermediate_csr(key, state["site"], self._constraints(state), now)
+            old = state.get("pending_intermediate")
+            # Key first, then state: a kill in between leaves a key file whose
+            # fingerprint state.json does not name, which counts as no request.
+            _write(self.dir / PENDING_KEY, certs.key_pem(key), 0o600)
+            fp = certs.key_fingerprint(key.public_key())
+            state["pending_intermediate"] = {
+                "key_sha256": fp,
+                "created": now.isoformat(),
+                "actor": actor,
+            }
             self._commit(state)
-            return events
+        detail = f"pending key {fp}; constraints {self._constraints(state).describe()}"
+        if old:
+            detail += f"; replaces the request of {old['created'][:16]} (key {old['key_sha256']})"
+        event = CAEvent(
+            actor, "ca.intermediate.request", now, csr.subject.rfc4514_string(), None, detail
+        )
+        return csr.public_bytes(serialization.Encoding.PEM), [event]
+
+    def _pending_public(self, state: dict[str, Any]) -> ec.EllipticCurvePublicKey | None:
+        key = self._pending_key(state)
+        return None if key is None else key.public_key()
+
+    def _pending_key(self, state: dict[str, Any]) -> ec.EllipticCurvePrivateKey | None:
+        pending = state.get("pending_intermediate")
+        path = self.dir / PENDING_KEY
+        if not pending or not path.exists():
+            return None
+        key = serialization.load_pem_private_key(path.read_bytes(), None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            return None
+        if certs.key_fingerprint(key.public_key()) != pending["key_sha256"]:
+            return None  # left by a request killed before state.json named it
+        return key
+
+    def _check_import(
+        self, state: dict[str, Any], material: CAMaterial, now: dt.datetime
+    ) -> CheckedIntermediate:
+        current, _ = self._inter()
+        return check_intermediate(
+            material,
+            root=self._root(),
+            site_constraints=self._constraints(state),
+            leaf_names=parse_names(state["leaf"]["names"]),
+            pending=self._pending_public(state),
+            current=current,
+            now=now,
+        )
+
+    def check_import(self, material: CAMaterial, now: dt.datetime) -> CheckedIntermediate:
+        """Every check `import_intermediate` makes, changing nothing (preview, planning)."""
+        return self._check_import(self._load_state(), material, _check_now(now))
+
+    def import_intermediate(
+        self, material: CAMaterial, now: dt.datetime, actor: str = "admin"
+    ) -> tuple[CheckedIntermediate, list[CAEvent]]:
+        """Install an issuing CA signed by this site's root at the offline station.
+
+        Checked again under the lock, then installed like a renewal (journal,
+        key and certificate, server leaf, CRL, state.json last). Importing the
+        certificate that is already the issuing CA changes nothing and says so:
+        an approval whose database step failed after the install is repeated.
+        """
+        now = _check_now(now)
+        with self._locked() as state:
+            checked = self._check_import(state, material, now)
+            cert = checked.cert
+            subject, serial = cert.subject.rfc4514_string(), serial_hex(cert.serial_number)
+            if checked.already_installed:
+                return checked, [
+                    CAEvent(
+                        actor,
+                        "ca.intermediate.import",
+                        now,
+                        subject,
+                        serial,
+                        "already the issuing CA (an earlier approval installed it); "
+                        "nothing changed",
+                    )
+                ]
+            key = checked.key if checked.key is not None else self._pending_key(state)
+            assert key is not None  # check_intermediate found the pending key
+            event = CAEvent(
+                actor,
+                "ca.intermediate.import",
+                now,
+                subject,
+                serial,
+                f"key {checked.key_source}; valid until {cert.not_valid_after_utc:%Y-%m-%d}; "
+                f"constraints {checked.constraints.describe()}; "
+                f"replaces {checked.replaces_serial}",
+            )
+            return checked, [event, *self._install_intermediate(state, cert, key, now, actor)]
+
+    def _install_intermediate(
+        self,
+        state: dict[str, Any],
+        cert: x509.Certificate,
+        key: ec.EllipticCurvePrivateKey,
+        now: dt.datetime,
+        actor: str,
+    ) -> list[CAEvent]:
+        """Make `cert`/`key` the issuing CA; the caller holds the lock and checked both."""
+        _write(self.dir / INTER_NEXT, certs.pem(cert) + certs.key_pem(key), 0o600)
+        return self._roll_forward(state, now, actor)
+
+    def _roll_forward(self, state: dict[str, Any], now: dt.datetime, actor: str) -> list[CAEvent]:
+        """Carry out the journalled install; safe to repeat from any point it was killed at."""
+        cert, key = _load_next(self.dir / INTER_NEXT)
+        _write(self.dir / INTER_KEY, certs.key_pem(key), 0o600)
+        failpoint("ca.install.after-key")  # tests: the key no longer matches intermediate.pem
+        _write(self.dir / INTER_CERT, certs.pem(cert))
+        try:
+            nc: x509.NameConstraints | None = cert.extensions.get_extension_for_class(
+                x509.NameConstraints
+            ).value
+        except x509.ExtensionNotFound:
+            nc = None
+        state["constraints"] = NameConstraints.from_extension(nc).to_json()
+        serial = serial_hex(cert.serial_number)
+        if not any(i["serial"] == serial for i in state["issued"]):
+            self._record_issued(state, cert, "intermediate", [], actor, now)
+        pending = state.get("pending_intermediate")
+        if pending and pending["key_sha256"] == certs.key_fingerprint(key.public_key()):
+            state["pending_intermediate"] = None
+        events = self._issue_server_leaf(state, parse_names(state["leaf"]["names"]), now, actor)
+        events += self._sign_crl(state, now, actor)
+        self._commit(state)  # the switch: state.json names a leaf of the new issuing CA
+        failpoint("ca.install.after-state")
+        self._drop_journal(state)
+        return events
+
+    def _drop_journal(self, state: dict[str, Any]) -> None:
+        (self.dir / INTER_NEXT).unlink(missing_ok=True)
+        if not state.get("pending_intermediate"):
+            (self.dir / PENDING_KEY).unlink(missing_ok=True)
+        fsync_dir(self.dir)
 
     # ---------------------------------------------------------------- status
     def status(self, now: dt.datetime) -> CAStatus:
@@ -812,7 +1012,8 @@ class OfflineCA:
         if inter.not_valid_after_utc - now < INTERMEDIATE_WARN_BEFORE:
             warnings.append(
                 f"the issuing CA expires {inter.not_valid_after_utc:%Y-%m-%d}: "
-                "run `outpost ca renew --intermediate` with the root key"
+                "run `outpost ca renew --intermediate` with the root key, or "
+                "`outpost ca request-intermediate` and have the request signed offline"
             )
         if root.not_valid_after_utc - now < ROOT_WARN_BEFORE:
             warnings.append(
@@ -840,6 +1041,7 @@ class OfflineCA:
             crl_next_update=_dt(state["crl"]["next_update"]),
             name_constraints=self._constraints(state).describe(),
             warnings=warnings,
+            pending_intermediate=state.get("pending_intermediate"),
         )
 
     def issued(self) -> list[dict[str, Any]]:
@@ -847,6 +1049,14 @@ class OfflineCA:
         state = self._load_state()
         revoked = {r["serial"]: r for r in state["revoked"]}
         return [dict(i, revoked=i["serial"] in revoked) for i in state["issued"]]
+
+
+def _load_next(path: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    data = path.read_bytes()
+    cert = x509.load_pem_x509_certificate(data)
+    key = serialization.load_pem_private_key(data, None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    return cert, key
 
 
 def _ec_pub(cert: x509.Certificate) -> ec.EllipticCurvePublicKey:

@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from ..errors import InvalidInput
 from .names import IPAddress, NameConstraints, general_name
 
 # Lifetimes. The root must be carried by hand to every client, so it lives
@@ -73,8 +74,19 @@ def fingerprint(cert: x509.Certificate) -> str:
     return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
 
 
+def key_fingerprint(public_key: ec.EllipticCurvePublicKey) -> str:
+    """SHA-256 of the SubjectPublicKeyInfo (hex), to tell keys apart in state and messages."""
+    spki = public_key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return hashlib.sha256(spki).hexdigest()
+
+
+CURVE = ec.SECP256R1()
+
+
 def new_key() -> ec.EllipticCurvePrivateKey:
-    return ec.generate_private_key(ec.SECP256R1())
+    return ec.generate_private_key(CURVE)
 
 
 def pem(cert: x509.Certificate) -> bytes:
@@ -145,6 +157,10 @@ def build_root(key: ec.EllipticCurvePrivateKey, site: str, now: dt.datetime) -> 
     )
 
 
+def intermediate_subject(site: str, now: dt.datetime) -> x509.Name:
+    return _name(f"Outpost issuing CA ({site}) {now:%Y-%m-%d}", site)
+
+
 def build_intermediate(
     root: x509.Certificate,
     root_key: ec.EllipticCurvePrivateKey,
@@ -153,12 +169,28 @@ def build_intermediate(
     constraints: NameConstraints,
     now: dt.datetime,
 ) -> x509.Certificate:
-    not_after = min(now + INTERMEDIATE_LIFETIME, root.not_valid_after_utc)
+    return build_intermediate_for(
+        root, root_key, key.public_key(), intermediate_subject(site, now), constraints, now
+    )
+
+
+def build_intermediate_for(  # noqa: PLR0917 - the certificate's fields
+    root: x509.Certificate,
+    root_key: ec.EllipticCurvePrivateKey,
+    public_key: ec.EllipticCurvePublicKey,
+    subject: x509.Name,
+    constraints: NameConstraints,
+    now: dt.datetime,
+    lifetime: dt.timedelta = INTERMEDIATE_LIFETIME,
+) -> x509.Certificate:
+    """The issuing CA for a public key: on the box (`build_intermediate`) or from a
+    request signed at the offline station (`issue_intermediate_from_csr`)."""
+    not_after = min(now + lifetime, root.not_valid_after_utc)
     b = (
         x509.CertificateBuilder()
-        .subject_name(_name(f"Outpost issuing CA ({site}) {now:%Y-%m-%d}", site))
+        .subject_name(subject)
         .issuer_name(root.subject)
-        .public_key(key.public_key())
+        .public_key(public_key)
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - CLOCK_SKEW_ALLOWANCE)
         .not_valid_after(not_after)
@@ -172,7 +204,7 @@ def build_intermediate(
             ),
             critical=False,
         )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(root_key.public_key()),
             critical=False,
@@ -182,6 +214,65 @@ def build_intermediate(
     if ext is not None:
         b = b.add_extension(ext, critical=True)  # RFC 5280: name constraints MUST be critical
     return b.sign(root_key, _SIG)
+
+
+def build_intermediate_csr(
+    key: ec.EllipticCurvePrivateKey, site: str, constraints: NameConstraints, now: dt.datetime
+) -> x509.CertificateSigningRequest:
+    """PKCS#10 request for a new issuing CA, made on the appliance (the key stays there).
+
+    It asks for what the appliance's own intermediates carry: CA with path
+    length 0 and the site's name constraints, so the offline station can
+    issue the same certificate without knowing the site.
+    """
+    b = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(intermediate_subject(site, now))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+    )
+    ext = constraints.extension()
+    if ext is not None:
+        b = b.add_extension(ext, critical=True)
+    return b.sign(key, _SIG)
+
+
+def issue_intermediate_from_csr(
+    csr: x509.CertificateSigningRequest,
+    root: x509.Certificate,
+    root_key: ec.EllipticCurvePrivateKey,
+    now: dt.datetime,
+    lifetime: dt.timedelta = INTERMEDIATE_LIFETIME,
+) -> x509.Certificate:
+    """The offline station's side: an intermediate for the request's key and subject.
+
+    The name constraints are the ones the request carries (the appliance put
+    its own there); the appliance refuses a certificate wider than its site's.
+    """
+    if not csr.is_signature_valid:
+        raise InvalidInput("the request's signature does not verify (damaged or altered)")
+    pub = csr.public_key()
+    if not isinstance(pub, ec.EllipticCurvePublicKey) or pub.curve.name != CURVE.name:
+        raise InvalidInput(f"the request's key is not ECDSA {CURVE.name}")
+    if root_key.public_key().public_numbers() != _ec(root).public_numbers():
+        raise InvalidInput("that root key does not belong to that root certificate")
+    try:
+        ext = csr.extensions.get_extension_for_class(x509.NameConstraints).value
+    except x509.ExtensionNotFound:
+        raise InvalidInput(
+            "the request carries no name constraints; make it with "
+            "`outpost ca request-intermediate` on the appliance"
+        ) from None
+    constraints = NameConstraints.from_extension(ext)
+    if not dt.timedelta(days=1) <= lifetime <= INTERMEDIATE_LIFETIME:
+        raise InvalidInput(f"lifetime must be 1 to {INTERMEDIATE_LIFETIME.days} days")
+    return build_intermediate_for(root, root_key, pub, csr.subject, constraints, now, lifetime)
+
+
+def _ec(cert: x509.Certificate) -> ec.EllipticCurvePublicKey:
+    pub = cert.public_key()
+    if not isinstance(pub, ec.EllipticCurvePublicKey):
+        raise InvalidInput(f"{cert.subject.rfc4514_string()} does not have an ECDSA key")
+    return pub
 
 
 def build_leaf(

@@ -187,6 +187,51 @@ class NameConstraints:
             return None
         return x509.NameConstraints(permitted_subtrees=permitted, excluded_subtrees=None)
 
+    @classmethod
+    def from_extension(cls, ext: x509.NameConstraints | None) -> NameConstraints:
+        """The permitted subtrees of a certificate's extension (None: unconstrained).
+
+        Only what `extension()` writes is understood: permitted DNS names and
+        IP ranges. Excluded subtrees and other name types cannot be carried in
+        the CA's state (and leaves checked against it), so they are refused.
+        """
+        if ext is None:
+            return cls((), ())
+        if ext.excluded_subtrees:
+            raise InvalidInput("excluded name-constraint subtrees are not supported")
+        dns: list[str] = []
+        ips: list[IPNetwork] = []
+        for g in ext.permitted_subtrees or []:
+            if isinstance(g, x509.DNSName):
+                dns.append(normalise_dns(g.value.lstrip("."), what="permitted DNS domain"))
+            elif isinstance(g, x509.IPAddress) and not isinstance(
+                g.value, ipaddress.IPv4Address | ipaddress.IPv6Address
+            ):
+                ips.append(g.value)
+            else:
+                raise InvalidInput(f"name constraint {g.value!r} is not a DNS domain or IP range")
+        return cls(tuple(sorted(set(dns))), tuple(sorted(set(ips), key=lambda n: (n.version, n))))
+
+    def wider_than(self, outer: NameConstraints) -> list[str]:
+        """What `self` permits that `outer` does not (empty: `self` is within `outer`).
+
+        RFC 5280 per name type: no subtree of a type permits every name of it.
+        """
+        out: list[str] = []
+        if outer.dns:
+            if not self.dns:
+                out.append("any DNS name")
+            out += [d for d in self.dns if not outer.permits(d)]
+        if outer.ip:
+            if not self.ip:
+                out.append("any IP address")
+            out += [
+                str(n)
+                for n in self.ip
+                if not any(n.version == o.version and n.subnet_of(o) for o in outer.ip)  # type: ignore[arg-type]
+            ]
+        return out
+
     def to_json(self) -> dict[str, list[str]]:
         return {"dns": list(self.dns), "ip": [str(n) for n in self.ip]}
 

@@ -21,12 +21,13 @@ import asyncio
 import datetime as dt
 import logging
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from ..errors import InvalidInput
 from .authority import CAEvent, CAStatus, OfflineCA, TLSFiles
 from .local import ca_directory, ensure_tls_events, usable_names
+from .material import CheckedIntermediate, parse_material
 from .names import NameConstraints, parse_name
 
 log = logging.getLogger(__name__)
@@ -149,6 +150,35 @@ class ServerCertificates:
         events, files = await asyncio.to_thread(work)
         self._brief = None
         return events, self._adopt(files)
+
+    # ------------------------------------------- issuing CA signed offline
+    async def request_intermediate(self, actor: str) -> tuple[bytes, list[CAEvent]]:
+        """A pending issuing-CA key on the box and the PKCS#10 request (PEM) for it."""
+        out = await asyncio.to_thread(lambda: self._ca().request_intermediate(self.clock(), actor))
+        self._brief = None
+        return out
+
+    def check_intermediate(self, payloads: Mapping[str, bytes]) -> CheckedIntermediate:
+        """A ca-material bundle's payloads checked against this CA; changes nothing."""
+        return self._ca().check_import(parse_material(payloads), self.clock())
+
+    def install_intermediate(
+        self, payloads: Mapping[str, bytes], actor: str
+    ) -> tuple[CheckedIntermediate, list[CAEvent], bool]:
+        """Install the issuing CA a ca-material bundle carries and serve the new leaf now.
+
+        Synchronous: bundle approval runs on the event loop thread (like a
+        policy compile), and the listener's SSL context is reloaded on that
+        thread anyway. The CA's lock is held for milliseconds, or a few seconds
+        while a CLI `ca renew --intermediate` decrypts the root key; an
+        approval then waits that long.
+        Returns (checked, events, reloaded).
+        """
+        ca = self._ca()
+        checked, events = ca.import_intermediate(parse_material(payloads), self.clock(), actor)
+        reloaded = self._adopt(ca.current_leaf())
+        self._brief = None
+        return checked, events, reloaded
 
     # --------------------------------------------------------------- reading
     def status(self) -> CAStatus:

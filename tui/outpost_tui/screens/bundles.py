@@ -52,6 +52,12 @@ def details(b: dict[str, Any]) -> str:
     if "policy_diff" in p:
         diff = p["policy_diff"].splitlines()
         lines += ["Policy change:", *diff[:12], *(["..."] if len(diff) > 12 else [])]
+    if "ca_material" in p:
+        m = p["ca_material"]
+        lines.append(f"New issuing CA: {m['subject']}, serial {m['serial']}")
+        lines.append(f"Valid {m['not_before']} to {m['not_after']}")
+        if "key_source" in m:
+            lines.append(f"Key: {m['key_source']}; replaces issuing CA {m['replaces']}")
     if "problem" in p:
         lines.append(f"Approval will be refused: {p['problem']}")
     return "\n".join(lines)
