@@ -173,7 +173,7 @@ def masked(text: str) -> str:
     return text
 
 
-async def wait_text(pilot: Any, app: OutpostConsole, *needles: str, timeout: float = 8.0) -> str:
+async def wait_text(pilot: Any, app: OutpostConsole, *needles: str, timeout: float = 20.0) -> str:
     """Wait until every needle is on the rendered screen; returns the screen."""
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout
