@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from outpost_server.errors import InvalidInput
@@ -123,4 +125,28 @@ async def test_a_join_and_a_leave_reach_only_the_nodes_that_can_see_them(outpost
     assert (b1.messages, b2.messages) == seen_b
     assert a3_id not in b1.peers and a3_ip not in src_ips(b1)
     for n in (a1, a2, b1, b2):
+        await n.close()
+
+
+async def test_a_first_allow_all_policy_resends_filters_but_no_peers(outpost: Running) -> None:
+    """Going from no policy to an explicit allow-all changes every filter but
+    no peer's AllowedIPs: peers must not be sent again (on a full mesh that
+    would be N x N peer objects)."""
+    a, b, c = await tailnet(outpost)
+    for n in (a, b, c):
+        await n.wait_for(lambda n: len(n.peers) == 2)
+    seen: list[dict[str, Any]] = []
+    original = a.apply
+
+    def record(msg: dict[str, Any]) -> None:
+        seen.append(msg)
+        original(msg)
+
+    a.apply = record  # type: ignore[method-assign]
+    policy = outpost.server.policy
+    policy.apply(policy.check('{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:1-65535"]}]}'))
+    await a.wait_for(lambda n: any(p["Ports"]["First"] == 1 for r in n.packet_filter for p in r["DstPorts"]))
+    assert seen, "the new filter arrived in some message"
+    assert not [m for m in seen if m.get("PeersChanged") or m.get("PeersRemoved")], seen
+    for n in (a, b, c):
         await n.close()

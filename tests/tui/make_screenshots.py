@@ -210,6 +210,22 @@ async def shoot(server: Server, out: Path) -> None:
         await wait_text(pilot, app, "Chain verified")
         await pilot.pause(3.5)  # let the notice go
         save(app, out, "audit")
+        # A stick in the USB watcher's hands: the export dialog lists it.
+        from outpost_appliance.apiclient import AdminClient  # noqa: PLC0415
+        from outpost_appliance.media_agent import MediaAgent  # noqa: PLC0415
+        from outpost_server.bundles.watcher import MediaInserted  # noqa: PLC0415
+
+        agent = MediaAgent(AdminClient(server.socket_path, acting_as="usb-watcher"), lambda _s: None)
+        stick = Path(server.data_dir).parent / "stick"
+        stick.mkdir()
+        await asyncio.to_thread(
+            agent.inserted, MediaInserted(str(stick), "vfat", "AUDIT-2026", "4C530001")
+        )
+        await pilot.press("e")
+        await wait_text(pilot, app, "Audit log to USB", "AUDIT-2026")
+        await settle(pilot)
+        save(app, out, "export-audit")
+        await pilot.press("escape")
         await pilot.press("9")
         await wait_text(pilot, app, "Issued certificates")
         await settle(pilot)

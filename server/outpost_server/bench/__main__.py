@@ -38,6 +38,9 @@ Method and caveats: see the module docstrings in `server/outpost_server/bench/`.
 """
 
 
+RUN_STAMP = time.strftime("%Y%m%d-%H%M%S")
+
+
 def log(msg: str) -> None:
     print(f"{time.strftime('%H:%M:%S')} {msg}", file=sys.stderr, flush=True)
 
@@ -72,13 +75,28 @@ async def run(args: argparse.Namespace) -> tuple[list[SizeResult], list[RelayRes
             )
             sizes.append(r)
             notes += r.notes
+            _save_partial(args, r)
         except Exception as exc:
             notes.append(f"{n} nodes (group {group}) failed: {type(exc).__name__}: {exc}")
             log(notes[-1])
     relay: list[RelayResult] = []
     if not args.no_relay:
-        relay = await run_relay(pairs=args.relay_pairs, seconds=args.relay_seconds, log=log)
+        try:
+            relay = await run_relay(pairs=args.relay_pairs, seconds=args.relay_seconds, log=log)
+        except Exception as exc:  # the control-plane figures must not be lost with it
+            notes.append(f"relay benchmark failed: {type(exc).__name__}: {exc}")
+            log(notes[-1])
     return sizes, relay, notes
+
+
+def _save_partial(args: argparse.Namespace, r: SizeResult) -> None:
+    """Each size's raw figures as soon as it is done: a run of an hour is not
+    lost to a failure in a later stage (it was, once)."""
+    if args.no_write:
+        return
+    out = args.docs / "bench" / f"partial-{RUN_STAMP}-{r.nodes}-{r.group}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(r.as_dict()))
 
 
 def main() -> None:
@@ -108,7 +126,7 @@ def main() -> None:
     raise_nofile()
     load_before = loadavg()
     sizes, relay, notes = asyncio.run(run(args))
-    stamp = time.strftime("%Y%m%d-%H%M%S")
+    stamp = RUN_STAMP
     docs: Path = args.docs
     pngs = [] if args.no_write else plots(sizes, relay, docs / "bench", stamp)
     mode = f"{'quick' if args.quick else 'full'} (sizes {args.sizes}, idle {args.idle:.0f} s, {args.probes} probes per kind)"
@@ -123,6 +141,8 @@ def main() -> None:
         return
     (docs / "bench").mkdir(parents=True, exist_ok=True)
     (docs / "bench" / f"{stamp}-raw.json").write_text(json.dumps(raw))
+    for part in (docs / "bench").glob(f"partial-{stamp}-*.json"):
+        part.unlink()  # all of it is in the raw file now
     md = docs / "benchmarks.md"
     if not md.exists():
         md.write_text(HEADER)

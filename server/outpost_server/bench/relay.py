@@ -173,7 +173,7 @@ async def run_relay(
             for i in range(2 * pairs):
                 n = SimNode(f"relay{i}")
                 await n.connect("127.0.0.1", server.port, mkey)
-                await n.register(server.key)
+                await n.register(server.keys[0])
                 nodes.append(n)
             links = []
             for i in range(pairs):

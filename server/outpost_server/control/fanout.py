@@ -60,7 +60,7 @@ class MapSession:
     farewell: Node | None = None
     # Policy-derived state last sent, to send only what a policy change altered.
     policy_dirty: bool = False
-    peer_sig: dict[NodeId, tuple[int, Any]] = field(default_factory=dict)
+    peer_sig: dict[NodeId, tuple[int, tuple[str, ...], tuple[str, ...]]] = field(default_factory=dict)
     sent_filter: str = ""
     sent_ssh: str = ""
     sent_self: str = ""
@@ -71,10 +71,17 @@ class MapSession:
         self.wake.set()
 
 
-def _route_sig(node: Node, peer_view: Any) -> tuple[int, Any]:
+def _route_sig(node: Node, rendered: dict[str, Any]) -> tuple[int, tuple[str, ...], tuple[str, ...]]:
     """What a policy change can alter in a peer as one viewer sees it: the
-    node's revision and the policy's (immutable, comparable) view of it."""
-    return (node.revision, peer_view)
+    node's revision and the AllowedIPs / PrimaryRoutes the viewer was sent.
+    Kept with and without a policy, so that setting or replacing one resends
+    only the peers whose routes really differ (a first allow-all policy on a
+    full mesh resends nothing)."""
+    return (
+        node.revision,
+        tuple(rendered.get("AllowedIPs") or ()),
+        tuple(rendered.get("PrimaryRoutes") or ()),
+    )
 
 
 class Fanout:
@@ -190,9 +197,12 @@ class Fanout:
     def _peer(self, s: MapSession, node: Node, renderer: Any) -> dict[str, Any]:
         d = renderer.peer(node, self.is_online(node.id))
         if self.policy is not None and self.policy.policy is not None:
-            d.update(self.policy.peer_overlay(s.node_id, node))
-            # Only a policy change diffs against this; allow-all never reads it.
-            s.peer_sig[node.id] = _route_sig(node, self.policy.peer_view(s.node_id, node.id))
+            overlay = self.policy.peer_overlay(s.node_id, node)
+            if overlay:  # the policy decides primaries: not the allow-all default's
+                d.pop("PrimaryRoutes", None)
+            d.update(overlay)
+        if self.policy is not None:  # only a policy change diffs against this
+            s.peer_sig[node.id] = _route_sig(node, d)
         return d
 
     def _self(self, s: MapSession, node: Node, renderer: Any) -> dict[str, Any]:
@@ -241,8 +251,11 @@ class Fanout:
             if i not in s.known_peers:
                 s.changed.add(i)
                 continue
+            seen = renderer.base(node)
             pv = policy.peer_view(s.node_id, i) if with_policy else None
-            if s.peer_sig.get(i) != _route_sig(node, pv):
+            if pv is not None:
+                seen = {"AllowedIPs": pv.allowed_ips, "PrimaryRoutes": pv.primary_routes}
+            if s.peer_sig.get(i) != _route_sig(node, seen):
                 s.changed.add(i)
 
     # ------------------------------------------------------------ building
@@ -274,6 +287,9 @@ class Fanout:
             node = nodes.get(i)
             if node is not None and i not in s.changed:
                 patches[i] = renderer.patch(node, fields)
+                sig = s.peer_sig.get(i)
+                if sig is not None:  # the viewer is now up to date with this revision
+                    s.peer_sig[i] = (node.revision, sig[1], sig[2])
         for i, online in s.online.items():
             node = nodes.get(i)
             if node is None or i in s.changed or i not in s.known_peers:
