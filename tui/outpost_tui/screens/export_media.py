@@ -74,6 +74,13 @@ class ExportToMediaScreen(Dialog[dict[str, Any] | None]):
     ExportToMediaScreen #media-list:focus {
         border: solid ansi_bright_cyan;
     }
+    /* The stock highlight is grey on grey in the console's 16 colours: the
+       chosen stick must stay readable whether or not the list has focus. */
+    ExportToMediaScreen #media-list > .option-list--option-highlighted {
+        background: ansi_blue;
+        color: ansi_bright_white;
+        text-style: bold;
+    }
     ExportToMediaScreen #export-progress {
         height: auto;
         color: ansi_bright_yellow;
