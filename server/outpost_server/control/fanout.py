@@ -201,7 +201,10 @@ class Fanout:
             if overlay:  # the policy decides primaries: not the allow-all default's
                 d.pop("PrimaryRoutes", None)
             d.update(overlay)
-        if self.policy is not None:  # only a policy change diffs against this
+        if self.policy is not None and self.policy.policy is not None:
+            # Only a policy change diffs against this. Without a policy the
+            # viewer has the plain rendering (`_policy_delta` compares with
+            # that), so a full mesh keeps no N x N table of signatures.
             s.peer_sig[node.id] = _route_sig(node, d)
         return d
 
@@ -255,7 +258,10 @@ class Fanout:
             pv = policy.peer_view(s.node_id, i) if with_policy else None
             if pv is not None:
                 seen = {"AllowedIPs": pv.allowed_ips, "PrimaryRoutes": pv.primary_routes}
-            if s.peer_sig.get(i) != _route_sig(node, seen):
+            sent = s.peer_sig.get(i)
+            if sent is None:  # sent while there was no policy: the plain rendering
+                sent = _route_sig(node, renderer.base(node))
+            if sent != _route_sig(node, seen):
                 s.changed.add(i)
 
     # ------------------------------------------------------------ building
