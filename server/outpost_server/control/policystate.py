@@ -187,18 +187,25 @@ class PolicyState:
     def _on_change(self, change: NodeChange) -> None:
         now = self._store.nodes().get(change.node_id)
         before = change.before
-        routes = any(
-            n is not None and bool(n.approved_routes or n.advertised_routes())
-            for n in (before, now)
-        )
+
+        def scope() -> tuple[NodeId, ...] | None:
+            """Who may see this change: a router's can move a primary anyone sees.
+            (Only asked for topology changes: endpoint updates, the common case,
+            never parse Hostinfo here.)"""
+            router = any(
+                n is not None and bool(n.approved_routes or n.advertised_routes())
+                for n in (before, now)
+            )
+            return None if router else (change.node_id,)
+
         if change.kind in ("added", "removed"):
             if change.kind == "removed" and self._online is not None:
                 self._online.discard(change.node_id)  # ids can be reused
-            self.mark_stale(None if routes else (change.node_id,))
+            self.mark_stale(scope())
             return
         fields = change.fields
         if fields & TOPOLOGY_FIELDS:
-            self.mark_stale(None if routes else (change.node_id,))
+            self.mark_stale(scope())
         elif "hostinfo_json" in fields and before is not None:
             if now is not None and now.advertised_routes() != before.advertised_routes():
                 self.mark_stale(None)
