@@ -268,40 +268,37 @@ def plots(
     plt.close(fig)
     made.append(p)
 
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for r in sizes:
-        vals = sorted(v * 1000 for v in r.bulk_register_s + r.register_s)
-        if vals:
-            ax.plot(vals, [(i + 1) / len(vals) for i in range(len(vals))], label=label(r))
-    ax.axvline(20, color="red", linestyle="--", label="target p99 20 ms")
-    ax.set_xscale("log")
-    ax.set_title("/machine/register latency (bulk, 32 concurrent, and probes)")
-    ax.set_xlabel("ms (log)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    p = outdir / f"{stamp}-registration-cdf.png"
-    fig.savefig(p, dpi=90)
-    plt.close(fig)
-    made.append(p)
-
-    if any(r.policy_node_s for r in sizes):
+    def cdf(name: str, series: list[tuple[str, list[float]]], limit: float, limit_label: str,
+            title: str, xlabel: str, log: bool = False) -> None:  # fmt: skip
+        """One CDF per size on one axis, with the target as a red line."""
+        if not any(vals for _, vals in series):
+            return
         fig, ax = plt.subplots(figsize=(7, 4.2))
-        for r in sizes:
-            vals = sorted(v for v in r.policy_node_s)
+        for lab, vals in series:
+            vals = sorted(vals)
             if vals:
-                ax.plot(vals, [(i + 1) / len(vals) for i in range(len(vals))], label=label(r))
-        ax.axvline(5, color="red", linestyle="--", label="target: all within 5 s at 10k")
-        ax.set_title("policy change → each node applied its new filter")
-        ax.set_xlabel("s")
-        ax.set_ylabel("fraction of nodes")
+                ax.plot(vals, [(i + 1) / len(vals) for i in range(len(vals))], label=lab)
+        ax.axvline(limit, color="red", linestyle="--", label=limit_label)
+        if log:
+            ax.set_xscale("log")
+        ax.set_title(title)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("fraction")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         fig.tight_layout()
-        p = outdir / f"{stamp}-policy-cdf.png"
-        fig.savefig(p, dpi=90)
+        path = outdir / f"{stamp}-{name}.png"
+        fig.savefig(path, dpi=90)
         plt.close(fig)
-        made.append(p)
+        made.append(path)
+
+    cdf("registration-cdf",
+        [(label(r), [v * 1000 for v in r.bulk_register_s + r.register_s]) for r in sizes],
+        20, "target p99 20 ms", "/machine/register latency (bulk, 32 concurrent, and probes)",
+        "ms (log)", log=True)  # fmt: skip
+    cdf("policy-cdf", [(label(r), list(r.policy_node_s)) for r in sizes],
+        5, "target: all within 5 s at 10k", "policy change → each node applied its new filter",
+        "s")  # fmt: skip
 
     if relay:
         fig, ax = plt.subplots(figsize=(7, 4.2))
