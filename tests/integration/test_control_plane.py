@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -255,3 +256,64 @@ async def test_crl_is_served_over_http(outpost: Running) -> None:
     head, _, body = raw.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200") and b"application/pkix-crl" in head
     assert len(list(x509.load_der_x509_crl(body))) == 0
+
+
+async def test_a_burst_of_changes_is_paced_and_nothing_is_lost(outpost: Running) -> None:
+    """A session sends at most DELTA_BURST messages back to back, then one per
+    DELTA_REFILL_S; what arrives meanwhile merges into the next message, and
+    the viewer ends with the last state."""
+    from outpost_server.control.service import DELTA_BURST, DELTA_REFILL_S
+
+    a = await joined(outpost, "viewer")
+    b = await joined(outpost, "mover")
+    b_id = b.self_node["ID"]  # type: ignore[index]
+    await a.wait_for(lambda n: b_id in n.peers and n.peers[b_id].get("Online") is True)
+    before = a.messages
+    changes = 60
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    for i in range(changes):
+        _move(outpost, b_id, f"198.18.1.{i}:41641")
+        await asyncio.sleep(0.002)
+    want = [f"198.18.1.{changes - 1}:41641"]
+    await a.wait_for(lambda n: n.peers[b_id]["Endpoints"] == want)
+    elapsed = loop.time() - t0
+    sent = a.messages - before
+    # Unpaced this would be ~one message per change.
+    assert sent <= DELTA_BURST + elapsed / DELTA_REFILL_S + 2, (sent, elapsed)
+    assert sent < changes
+    await a.close()
+    await b.close()
+
+
+async def test_peers_share_one_encoding_per_revision(outpost: Running) -> None:
+    """Every viewer's full map carries the same pre-encoded peer JSON, and it
+    follows the peer's revision and online state."""
+    a = await joined(outpost, "one")
+    b = await joined(outpost, "two")
+    c = await joined(outpost, "three")
+    c_id = c.self_node["ID"]  # type: ignore[index]
+    await a.wait_for(lambda n: c_id in n.peers)
+    await b.wait_for(lambda n: c_id in n.peers)
+    assert a.peers[c_id] == b.peers[c_id]
+    renderer = outpost.server.control.renderer
+    node = outpost.store.nodes()[c_id]
+    first = renderer.peer_json(node, True)
+    assert renderer.peer_json(node, True) is first  # cached, not re-encoded
+    assert renderer.peer_json(node, False) != first  # online state is part of it
+    moved = _move(outpost, c_id, "198.18.2.1:41641")
+    assert b"198.18.2.1:41641" in renderer.peer_json(moved, True)
+    for n in (a, b, c):
+        await n.close()
+
+
+def _move(outpost: Running, node_id: int, endpoint: str) -> Any:
+    node = outpost.store.nodes()[node_id]  # type: ignore[index]
+    return outpost.store.update_from_client(
+        node.id,
+        disco_key=None,
+        endpoints=(endpoint,),
+        home_derp=None,
+        hostinfo_json=None,
+        cap_version=node.cap_version,
+    )

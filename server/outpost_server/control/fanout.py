@@ -28,9 +28,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..proto.mapframe import dumps, fragment_list
 from ..state.model import PATCHABLE_FIELDS, Node, NodeChange, NodeId
 from ..state.store import Store, utcnow
-from .mapper import go_time, user_profile
+from .mapper import TAGGED_USER_ID, go_time, user_profile
 from .policystate import TOPOLOGY_FIELDS, PolicyState
 
 Visibility = Callable[[NodeId, NodeId], bool]  # (viewer, node) -> may viewer see node
@@ -64,6 +65,17 @@ class MapSession:
     sent_filter: str = ""
     sent_ssh: str = ""
     sent_self: str = ""
+
+    def has_pending(self) -> bool:
+        """Is anything waiting to be sent (a wake may also be a keep-alive or a close)?"""
+        return bool(
+            self.self_dirty
+            or self.policy_dirty
+            or self.changed
+            or self.patched
+            or self.removed
+            or self.online
+        )
 
     def close(self, reason: str) -> None:
         self.closed = True
@@ -194,19 +206,33 @@ class Fanout:
             s.wake.set()
 
     # ------------------------------------------------------------ rendering
-    def _peer(self, s: MapSession, node: Node, renderer: Any) -> dict[str, Any]:
-        d = renderer.peer(node, self.is_online(node.id))
-        if self.policy is not None and self.policy.policy is not None:
-            overlay = self.policy.peer_overlay(s.node_id, node)
-            if overlay:  # the policy decides primaries: not the allow-all default's
-                d.pop("PrimaryRoutes", None)
-            d.update(overlay)
-        if self.policy is not None and self.policy.policy is not None:
-            # Only a policy change diffs against this. Without a policy the
-            # viewer has the plain rendering (`_policy_delta` compares with
-            # that), so a full mesh keeps no N x N table of signatures.
-            s.peer_sig[node.id] = _route_sig(node, d)
-        return d
+    def _peer(self, s: MapSession, node: Node, renderer: Any) -> bytes:
+        """`node` as `s` sees it, encoded. Unless the policy gives this viewer
+        other AllowedIPs/PrimaryRoutes than the plain rendering (subnet routes
+        it may not use, an HA secondary), these are the shared bytes."""
+        online = self.is_online(node.id)
+        if self.policy is None or self.policy.policy is None:
+            return bytes(renderer.peer_json(node, online))
+        overlay = self.policy.peer_overlay(s.node_id, node)
+        base = renderer.base(node)
+        # Only a policy change diffs against this. Without a policy the
+        # viewer has the plain rendering (`_policy_delta` compares with
+        # that), so a full mesh keeps no N x N table of signatures.
+        sig = _route_sig(node, overlay) if overlay else _route_sig(node, base)
+        s.peer_sig[node.id] = sig
+        if not overlay or (
+            overlay["AllowedIPs"] == base["AllowedIPs"]
+            and overlay.get("PrimaryRoutes") == base.get("PrimaryRoutes")
+        ):
+            return bytes(renderer.peer_json(node, online))
+        d = renderer.peer(node, online)
+        d.pop("PrimaryRoutes", None)  # the policy decides primaries: not the allow-all default's
+        d.update(overlay)
+        return dumps(d)
+
+    @staticmethod
+    def _user_of(node: Node) -> int:
+        return node.user_id if node.user_id is not None else TAGGED_USER_ID
 
     def _self(self, s: MapSession, node: Node, renderer: Any) -> dict[str, Any]:
         d = renderer.self_node(node, True)
@@ -282,11 +308,13 @@ class Fanout:
             for i in s.removed
             if i in s.known_peers and (i not in nodes or not self._visible(s.node_id, i))
         )
-        changed = []
+        changed: list[bytes] = []
+        changed_users: list[int] = []
         for i in sorted(s.changed):
             node = nodes.get(i)
             if node is not None and self._visible(s.node_id, i):
                 changed.append(self._peer(s, node, renderer))
+                changed_users.append(self._user_of(node))
                 s.known_peers.add(i)
         patches: dict[NodeId, dict[str, Any]] = {}
         for i, fields in s.patched.items():
@@ -315,8 +343,8 @@ class Fanout:
         if removed:
             resp["PeersRemoved"] = removed
         if changed:
-            resp["PeersChanged"] = changed
-            profiles = self._new_profiles(s, (n["User"] for n in changed))
+            resp["PeersChanged"] = fragment_list(changed)
+            profiles = self._new_profiles(s, changed_users)
             if profiles:
                 resp["UserProfiles"] = profiles
         if patches:
@@ -324,17 +352,21 @@ class Fanout:
         return resp or None
 
     def full(self, s: MapSession, renderer: Any) -> dict[str, Any]:
-        """Self node, every visible peer and their profiles: the first message."""
+        """Self node, every visible peer and their profiles: the first message.
+        "Peers" is pre-encoded (a `Fragment`), absent when there are none."""
         nodes = self._store.nodes()
         me = nodes[s.node_id]
         s.peer_sig.clear()
         visible = self.policy.visible_ids(s.node_id) if self.policy is not None else None
-        peers = [
-            self._peer(s, n, renderer)
-            for i, n in sorted(nodes.items())
-            if i != s.node_id and (visible is None or i in visible)
-        ]
-        s.known_peers = {p["ID"] for p in peers}
+        peers: list[bytes] = []
+        users: list[int] = [self._user_of(me)]
+        known: set[NodeId] = set()
+        for i, n in sorted(nodes.items()):
+            if i != s.node_id and (visible is None or i in visible):
+                peers.append(self._peer(s, n, renderer))
+                users.append(self._user_of(n))
+                known.add(i)
+        s.known_peers = known
         s.self_dirty = False
         s.policy_dirty = False
         s.changed.clear()
@@ -342,8 +374,11 @@ class Fanout:
         s.removed.clear()
         s.online.clear()
         s.sent_users.clear()
-        profiles = self._new_profiles(s, [renderer.base(me)["User"]] + [p["User"] for p in peers])
-        resp = {"Node": self._self(s, me, renderer), "Peers": peers, "UserProfiles": profiles}
+        profiles = self._new_profiles(s, users)
+        resp: dict[str, Any] = {"Node": self._self(s, me, renderer)}
+        if peers:
+            resp["Peers"] = fragment_list(peers)
+        resp["UserProfiles"] = profiles
         self._policy_fields(s, resp, force=True)
         return resp
 

@@ -7,9 +7,12 @@ control-protocol.md §0, §5.6-5.8). Two compatibility rules matter:
   `HomeDERP`. We always send both, so one serialised peer serves every viewer.
 - Never send an empty string for a key field; omit it instead.
 
-A peer's JSON depends only on the node itself, so it is built once per node
-revision and shared by every session that sees that node; online state is
-overlaid per message. That keeps fan-out cost per change at one dict build.
+A peer's JSON depends only on the node itself and whether it is online, so
+it is built and *encoded* once per (node revision, online state) and the
+bytes are shared by every map that carries that peer (`peer_json`): a full
+map of N peers is a join of cached fragments, not N dict copies and an
+encode of the whole (a reconnect storm is N full maps). Viewers for whom the
+policy alters a peer's AllowedIPs/PrimaryRoutes get their own encoding.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from datetime import datetime
 from ipaddress import IPv4Address, ip_address
 from typing import Any
 
+from ..proto.mapframe import dumps
 from ..state.model import Node, NodeId, User, UserId
 
 DERP_MAGIC_IP = "127.3.3.40"  # tailcfg.DerpMagicIP, used by the legacy DERP string
@@ -107,12 +111,15 @@ class NodeRenderer:
     def __init__(self, base_domain: str) -> None:
         self.base_domain = base_domain.strip(".")
         self._cache: dict[NodeId, tuple[int, dict[str, Any]]] = {}
+        # node id -> ((revision, online), encoded peer JSON); one slot a node
+        self._encoded: dict[NodeId, tuple[tuple[int, bool], bytes]] = {}
 
     def fqdn(self, node: Node) -> str:
         return f"{node.given_name}.{self.base_domain}."
 
     def forget(self, node_id: NodeId) -> None:
         self._cache.pop(node_id, None)
+        self._encoded.pop(node_id, None)
 
     def base(self, node: Node) -> dict[str, Any]:
         hit = self._cache.get(node.id)
@@ -158,6 +165,18 @@ class NodeRenderer:
         if not online and node.last_seen is not None:
             d["LastSeen"] = go_time(node.last_seen)
         return d
+
+    def peer_json(self, node: Node, online: bool) -> bytes:
+        """`peer(node, online)` encoded, shared by every viewer. LastSeen only
+        changes with the node's revision (the store bumps it), so (revision,
+        online) decides the bytes."""
+        key = (node.revision, online)
+        hit = self._encoded.get(node.id)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        data = dumps(self.peer(node, online))
+        self._encoded[node.id] = (key, data)
+        return data
 
     def self_node(self, node: Node, online: bool) -> dict[str, Any]:
         d = dict(self.base(node))

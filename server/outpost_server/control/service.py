@@ -39,6 +39,14 @@ log = logging.getLogger(__name__)
 # firewalls keep idle TCP for minutes).
 KEEPALIVE_S = 75.0
 KEEPALIVE_JITTER_S = 15.0
+# Delta pacing per map session (a token bucket): up to DELTA_BURST messages
+# back to back, then one per DELTA_REFILL_S (10 a second). An isolated change
+# goes out at once; in a burst (a reconnect storm brings N nodes online, each an Online
+# patch for every viewer) the changes that arrive while a session waits for a
+# token merge into its next message, so a session sends a few messages a
+# second instead of one per change: O(N) messages in a storm, not O(N^2).
+DELTA_BURST = 8
+DELTA_REFILL_S = 0.1
 # Optional endpoints clients call that we accept and ignore (reference §3).
 IGNORED_OK = frozenset({"/machine/update-health"})
 NOT_IMPLEMENTED = frozenset(
@@ -152,8 +160,6 @@ class ControlService:
                 "Resolvers": [],
                 "Routes": {},
             }
-        if not msg["Peers"]:
-            del msg["Peers"]
         return msg
 
     async def _map(self, body: dict[str, Any], req: RequestLike, resp: ResponseLike) -> None:
@@ -202,6 +208,8 @@ class ControlService:
         # One timer per wait that sets the session's own wake event: no task
         # and no wait_for wrapper per keep-alive (what idle CPU is made of).
         loop = asyncio.get_running_loop()
+        tokens = float(DELTA_BURST)
+        refilled = loop.time()
         while True:
             delay = KEEPALIVE_S + random.uniform(0, KEEPALIVE_JITTER_S)  # noqa: S311
             due = loop.time() + delay
@@ -211,6 +219,15 @@ class ControlService:
             finally:
                 timer.cancel()
             session.wake.clear()
+            if not session.closed and session.has_pending():
+                now = loop.time()
+                tokens = min(float(DELTA_BURST), tokens + (now - refilled) / DELTA_REFILL_S)
+                refilled = now
+                if tokens < 1.0:  # paced: what arrives meanwhile joins this message
+                    await asyncio.sleep((1.0 - tokens) * DELTA_REFILL_S)
+                    tokens, refilled = 1.0, loop.time()
+                    session.wake.clear()
+                tokens -= 1.0
             if session.closed:
                 if session.farewell is not None:
                     await resp.write(mapframe.encode(mapframe.dumps(self._farewell(session.farewell))))

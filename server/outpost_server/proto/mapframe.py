@@ -10,10 +10,10 @@ compressed keep-alive (`keepAliveZ`) skips decompression.
 
 from __future__ import annotations
 
-import json
 import struct
 from typing import Any
 
+import orjson
 import zstandard
 
 from ..errors import FramingError
@@ -25,9 +25,20 @@ _compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
 _decompressor = zstandard.ZstdDecompressor()
 
 
+# Pre-encoded JSON spliced into a message as is: a peer's JSON is encoded once
+# per node revision and shared by every map that carries it.
+Fragment = orjson.Fragment
+
+
 def dumps(obj: Any) -> bytes:
-    """Go-compatible compact JSON (no spaces, UTF-8)."""
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+    """Go-compatible compact JSON (no spaces, UTF-8). Integer map keys are
+    written as strings, as Go's encoding/json does for map[int]T."""
+    return orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS)
+
+
+def fragment_list(parts: list[bytes]) -> Fragment:
+    """A JSON array of pre-encoded items."""
+    return orjson.Fragment(b"[" + b",".join(parts) + b"]")
 
 
 def encode(payload_json: bytes) -> bytes:
@@ -57,8 +68,8 @@ class Decoder:
             del self._buf[: 4 + length]
             try:
                 raw = _decompressor.decompress(frame, max_output_size=MAX_MAP_MESSAGE_BYTES)
-                msg = json.loads(raw)
-            except (zstandard.ZstdError, ValueError) as exc:
+                msg = orjson.loads(raw)
+            except (zstandard.ZstdError, orjson.JSONDecodeError) as exc:
                 raise FramingError(f"undecodable map message: {exc}") from None
             if not isinstance(msg, dict):
                 raise FramingError("map message is not a JSON object")
