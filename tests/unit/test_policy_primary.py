@@ -211,3 +211,22 @@ def test_map_sessions_drive_the_live_election(tmp_path: Path) -> None:
     fanout.detach(s_first)  # the primary's map stream ends
     assert _primary(state, first, second) == [second]
     assert s_second.policy_dirty  # sessions are told to resend routes
+
+
+def test_topology_reuses_unchanged_nodes_between_compilations(tmp_path: Path) -> None:
+    """A recompilation after one change rebuilds that node's TopoNode only, so
+    the engine's cached per-node values (address texts) survive it."""
+    store, state, first, second, laptop = _ha_state(tmp_path)
+    before = {n.name: n for n in state.topology().nodes}
+    store.update_from_client(
+        NodeId(laptop), disco_key=None, endpoints=("198.18.0.1:41641",), home_derp=None,
+        hostinfo_json=None, cap_version=133,
+    )  # fmt: skip
+    store.rename_node(NodeId(second), "renamed")
+    after = {n.name: n for n in state.topology().nodes}
+    assert after[topo_name(first)] is before[topo_name(first)]
+    assert after[topo_name(laptop)] is before[topo_name(laptop)]  # endpoints: not the engine's
+    assert after[topo_name(second)] is not before[topo_name(second)]
+    assert after[topo_name(second)].hostname == "renamed"
+    # and the derived texts ride along with the reused object
+    assert after[topo_name(first)].host_texts == before[topo_name(first)].host_texts

@@ -111,6 +111,8 @@ class PolicyState:
         self._online: set[NodeId] | None = None
         # nodes primary for some subnet route in the compilation in force
         self._incumbents: frozenset[NodeId] = frozenset()
+        # node id -> (what the engine reads of the node, its TopoNode)
+        self._topo_nodes: dict[NodeId, tuple[tuple[Any, ...], TopoNode]] = {}
         record = store.current_policy()
         if record is not None:
             self.policy = load_policy(record.text)
@@ -118,27 +120,44 @@ class PolicyState:
 
     # ------------------------------------------------------------- topology
     def topology(self) -> Topology:
+        """The tailnet as the engine sees it. A node's TopoNode is reused while
+        what the engine reads of it is unchanged, so the engine's per-node
+        derived values (address texts, ...) survive a recompilation: after
+        one join, recompiling costs little per unchanged node."""
         store = self._store
         users = tuple(
             TopoUser(id=u.id, name=u.name, email=u.name if "@" in u.name else "")
             for u in store.users().values()
         )
         names = {u.id: u.name for u in store.users().values()}
-        nodes = tuple(
-            TopoNode(
-                name=topo_name(n.id),
-                ipv4=n.ipv4,
-                ipv6=n.ipv6,
-                user=names.get(n.user_id) if n.user_id is not None and not n.tags else None,
-                tags=n.tags,
-                routable_ips=_networks(n.advertised_routes()),
-                approved_routes=_networks(n.approved_routes),
-                hostname=n.given_name,
-                route_priority=self._route_priority(n.id),
-            )
-            for n in sorted(store.nodes().values(), key=lambda n: n.id)
-        )
-        return Topology(users=users, nodes=nodes)
+        prev = self._topo_nodes
+        cache: dict[NodeId, tuple[tuple[Any, ...], TopoNode]] = {}
+        nodes = []
+        for n in sorted(store.nodes().values(), key=lambda n: n.id):
+            user = names.get(n.user_id) if n.user_id is not None and not n.tags else None
+            priority = self._route_priority(n.id)
+            key = (
+                n.ipv4, n.ipv6, user, n.tags, n.approved_routes, n.hostinfo_json, n.given_name, priority,
+            )  # fmt: skip
+            hit = prev.get(n.id)
+            if hit is not None and hit[0] == key:
+                topo = hit[1]
+            else:
+                topo = TopoNode(
+                    name=topo_name(n.id),
+                    ipv4=n.ipv4,
+                    ipv6=n.ipv6,
+                    user=user,
+                    tags=n.tags,
+                    routable_ips=_networks(n.advertised_routes()),
+                    approved_routes=_networks(n.approved_routes),
+                    hostname=n.given_name,
+                    route_priority=priority,
+                )
+            cache[n.id] = (key, topo)
+            nodes.append(topo)
+        self._topo_nodes = cache
+        return Topology(users=users, nodes=tuple(nodes))
 
     def _route_priority(self, node_id: NodeId) -> int:
         """Lower wins an HA election: online first, then the sitting primary,

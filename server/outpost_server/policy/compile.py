@@ -225,21 +225,14 @@ class CompiledPolicy:
         self._peer_views: dict[tuple[int, bool, bool], PeerView] = {}
         self._base: list[PeerView | None] = [None] * len(self.r.nodes)
         nodes = self.r.nodes
+        approved = self.r.approved
         self._routers: tuple[int, ...] = tuple(
-            j for j in range(len(nodes)) if any(not is_exit_route(x) for x in self.r.approved[j])
+            j
+            for j in range(len(nodes))
+            if approved[j] and any(not is_exit_route(x) for x in approved[j])
         )
+        # sorted addresses per IP version, for prefix lookups; built on first use
         self._addr_index: dict[int, tuple[list[int], list[int]]] = {}
-        for version in (4, 6):
-            pairs = sorted(
-                (int(a), j)
-                for j, addrs in enumerate(self.r.addrs)
-                for a in addrs
-                if a.version == version
-            )
-            self._addr_index[version] = ([a for a, _ in pairs], [j for _, j in pairs])
-        self._name_rank: list[int] = [0] * len(nodes)
-        for rank, j in enumerate(sorted(range(len(nodes)), key=lambda k: nodes[k].name)):
-            self._name_rank[j] = rank
         # Index: which rules can concern a node's packet filter. Node-alias
         # and prefix destinations are indexed by the nodes they cover (prefixes:
         # nodes addressed inside them and routers of overlapping subnets),
@@ -448,6 +441,15 @@ class CompiledPolicy:
         cached = self._prefix_nodes.get(prefix)
         if cached is not None:
             return cached
+        if not self._addr_index:
+            for version in (4, 6):
+                pairs = sorted(
+                    (int(a), j)
+                    for j, addrs in enumerate(self.r.addrs)
+                    for a in addrs
+                    if a.version == version
+                )
+                self._addr_index[version] = ([a for a, _ in pairs], [j for _, j in pairs])
         keys, idx = self._addr_index[prefix.version]
         lo = bisect_left(keys, int(prefix.network_address))
         hi = bisect_right(keys, int(prefix.broadcast_address))

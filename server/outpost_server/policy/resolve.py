@@ -9,7 +9,6 @@ written, `*` as the tailnet's address ranges plus its approved subnet routes).
 from __future__ import annotations
 
 import ipaddress
-import socket
 from dataclasses import dataclass, field
 
 from outpost_server.policy.alias import Alias, IPAddress, IPNetwork
@@ -34,16 +33,6 @@ def format_prefix(prefix: IPNetwork) -> str:
     if prefix.prefixlen == prefix.max_prefixlen:
         return str(prefix.network_address)
     return str(prefix)
-
-
-def addr_text(addr: IPAddress) -> str:
-    """`str(addr)`, faster for IPv6 (the C formatter gives the same RFC 5952
-    text except for embedded-IPv4 forms, which fall back to `str`)."""
-    if addr.version == 6:
-        text = socket.inet_ntop(socket.AF_INET6, addr.packed)
-        if "." not in text:
-            return text
-    return str(addr)
 
 
 def in_tailnet_range(addr: IPAddress) -> bool:
@@ -81,13 +70,8 @@ class Resolver:
         self.index = {n.name: i for i, n in enumerate(self.nodes)}
         # per node: addresses, their text, and their text as host prefixes
         self.addrs: list[tuple[IPAddress, ...]] = [n.addresses for n in self.nodes]
-        self.addr_text: list[tuple[str, ...]] = [
-            tuple(addr_text(a) for a in addrs) for addrs in self.addrs
-        ]
-        self.host_text: list[tuple[str, ...]] = [
-            tuple(f"{t}/{a.max_prefixlen}" for a, t in zip(addrs, texts, strict=True))
-            for addrs, texts in zip(self.addrs, self.addr_text, strict=True)
-        ]
+        self.addr_text: list[tuple[str, ...]] = [n.address_texts for n in self.nodes]
+        self.host_text: list[tuple[str, ...]] = [n.host_texts for n in self.nodes]
         users = topology.users
         self.user_by_login: dict[str, str] = {}
         for u in users:
