@@ -50,6 +50,7 @@ from .control.register import Registrar
 from .control.service import ControlService, ControlSettings
 from .db.engine import open_database, sqlite_url
 from .durable import write_atomic
+from .gcstats import Collector
 from .keys import NodePublic
 from .net.derp import serve_derp
 from .net.derpmesh import MeshLink, parse_mesh_url
@@ -282,6 +283,11 @@ class OutpostServer:
         self._uvicorn = uv
         self._tasks.append(asyncio.create_task(uv.serve(sockets=[sock])))
         self._tasks.append(asyncio.create_task(self._ca_maintenance()))
+        # Start-up is done: freeze what it built and keep full collections
+        # (pauses every session feels) rare and measured (gcstats.py).
+        self._collector = Collector()
+        self._collector.start()
+        self._tasks.append(asyncio.create_task(self._collector.run(), name="gc"))
         self.mesh_links = []
         self.admission_feed = None
         if cfg.mesh_key is not None and cfg.admission_from:
@@ -496,6 +502,9 @@ class OutpostServer:
         if uv is not None:
             with contextlib.suppress(FileNotFoundError):
                 self.config.admin_socket.unlink()
+        collector = getattr(self, "_collector", None)
+        if collector is not None:
+            collector.stop()
         engine = getattr(self, "engine", None)
         if engine is not None:
             engine.dispose()

@@ -17,6 +17,7 @@ from litestar import Controller, Litestar, Request, Response, delete, get, post
 from litestar.exceptions import HTTPException, ValidationException
 
 from .. import __version__
+from .. import gcstats
 from ..errors import DomainError, InvalidInput
 from ..state.model import EnrolmentKey, EnrolmentKeyId, Node, NodeId, User, UserId
 from ..state.store import utcnow
@@ -142,6 +143,7 @@ class StatusController(Controller):
             "audit": audit_brief(ctx),
             "disk": disk_brief(ctx.data_dir),
             "setup_complete": site_brief(ctx),
+            "runtime": {"gc": gcstats.stats()},
         }
 
 
