@@ -224,6 +224,28 @@ def size_table(sizes: list[SizeResult]) -> list[str]:
     return lines
 
 
+def gc_table(sizes: list[SizeResult]) -> list[str]:
+    """The server's collector per size: how often each generation ran and its
+    longest pause, after the probes and at the end (storm and policy change
+    included). A full collection's pause delays every session."""
+    lines = [
+        "| nodes (visibility) | stage | young / middle / full collections "
+        "| longest young / middle / full pause | frozen objects |",
+        "|---|---|---|---|---|",
+    ]
+    for r in sizes:
+        for stage, doc in (("after probes", r.gc_probes), ("end", r.gc_end)):
+            if not doc:
+                continue
+            gens = doc.get("generations") or []
+            counts = " / ".join(str(g.get("collections", 0)) for g in gens)
+            pauses = " / ".join(f"{g.get('max_ms', 0):.1f} ms" for g in gens)
+            lines.append(
+                f"| {label(r)} | {stage} | {counts} | {pauses} | {doc.get('frozen_objects', 0):,} |"
+            )
+    return lines if len(lines) > 2 else []
+
+
 def relay_table(relay: list[RelayResult]) -> list[str]:
     lines = [
         "| path | pairs | batch | received pkt/s | Mbit/s | sent pkt/s | delivered | server CPU-µs / delivered pkt | relay drops |",
@@ -346,6 +368,7 @@ def markdown(
         "",
         *size_table(sizes),
         "",
+        *(["### Garbage collector", "", *gc, ""] if (gc := gc_table(sizes)) else []),
         "### Relay",
         "",
         *relay_table(relay),

@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import random
+import resource
 import socket
 import tempfile
 import time
@@ -69,8 +71,15 @@ class SizeResult:
     storm_s: float | None = None  # SIGTERM to last node with a new full map
     storm_from_ready_s: float | None = None
     storm_reconnected: int = 0
+    storm_node_s: list[float] = field(default_factory=list)  # from ready, each node, sorted
     storm_nodes: int = 0
+    storm_server_cpu_s: float = 0.0  # the restarted server's CPU until every node is back
+    storm_loadgen_cpu_s: float = 0.0  # this (load generator) process's CPU over the storm
     notes: list[str] = field(default_factory=list)
+    # the server's garbage-collector figures (/v1/status runtime.gc) after the
+    # probes and at the end of the size
+    gc_probes: dict[str, Any] | None = None
+    gc_end: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -171,6 +180,7 @@ async def run_size(
                 _record(res, probe)
             swarm.nodes = [n for n in swarm.nodes if n not in joined]
             log(f"[{nodes}] leave probes done")
+            res.gc_probes = await _gc_stats(server)
 
             # -- idle
             if idle_s > 0:
@@ -188,17 +198,38 @@ async def run_size(
             if storm:
                 res.storm_nodes = len(swarm.nodes)
                 waiting = asyncio.ensure_future(swarm.reconnect_all(deadline_s=300))
+                own_before = resource.getrusage(resource.RUSAGE_SELF)
                 t_kill = time.monotonic()
                 await server.stop()
                 res.notes += [f"{nodes} nodes storm: {x}" for x in server.stop_log]
                 await server.start()
                 t_ready = time.monotonic()
                 got = await waiting
+                res.storm_server_cpu_s = server.sample().cpu_s
+                own = resource.getrusage(resource.RUSAGE_SELF)
+                res.storm_loadgen_cpu_s = (own.ru_utime + own.ru_stime) - (
+                    own_before.ru_utime + own_before.ru_stime
+                )
                 res.storm_reconnected = len(got)
                 if got:
                     last = max(got.values())
                     res.storm_s = last - t_kill
                     res.storm_from_ready_s = last - t_ready
+                    res.storm_node_s = sorted(t - t_ready for t in got.values())
+                    def quantiles(xs: list[float]) -> str:
+                        q = sorted(xs)
+                        return (
+                            f"10 % {q[len(q) // 10]:.1f} s, 50 % {q[len(q) // 2]:.1f} s, "
+                            f"90 % {q[len(q) * 9 // 10]:.1f} s"
+                        )
+
+                    phases = swarm.storm_phases.values()
+                    log(
+                        f"[{nodes}] storm, from ready: connected {quantiles([c - t_ready for c, _ in phases])}; "
+                        f"map headers {quantiles([h - t_ready for _, h in phases])}; "
+                        f"full map {quantiles(res.storm_node_s)}; CPU: server "
+                        f"{res.storm_server_cpu_s:.1f} s, load generator {res.storm_loadgen_cpu_s:.1f} s"
+                    )
                 log(f"[{nodes}] storm: {len(got)}/{res.storm_nodes} back in {res.storm_s} s")
 
             # -- policy change: every filter changes, visibility stays
@@ -222,10 +253,24 @@ async def run_size(
             res.policy_s = max(lat) if lat and not res.policy_missing else None
             log(f"[{nodes}] policy change: {len(lat)}/{len(expected)} in {res.policy_s} s")
 
+            res.gc_end = await _gc_stats(server)
             await swarm.close()
         finally:
             await server.stop()
     return res
+
+
+async def _gc_stats(server: ServerProcess) -> dict[str, Any] | None:
+    """Collections and pauses so far (evidence: a full collection at 10k is a
+    pause every session feels)."""
+    try:
+        status, body = await server.admin("GET", "/v1/status")
+        if status != 200:
+            return None
+        gc_doc: dict[str, Any] = json.loads(body)["runtime"]["gc"]
+        return gc_doc
+    except Exception:
+        return None
 
 
 def _has_endpoints(want: tuple[str, ...]) -> Callable[[BenchNode, int], bool]:

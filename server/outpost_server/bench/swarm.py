@@ -255,6 +255,8 @@ class Swarm:
         doubling back-off and re-opens its map stream; returns when each
         node got a new full map (node id -> monotonic time)."""
         got: dict[int, float] = {}
+        # per node: (connected, map headers received) of the successful attempt
+        self.storm_phases: dict[int, tuple[float, float]] = {}
 
         async def one(node: BenchNode) -> None:
             await node.conn.closed.wait()
@@ -269,10 +271,13 @@ class Swarm:
                     await asyncio.wait_for(
                         node.connect(self.host, self.port, self.server_key, self._source()), 10
                     )
+                    t_conn = time.monotonic()
                     if await node.start_map() == 200:
+                        t_head = time.monotonic()
                         await asyncio.wait_for(node.map_ready.wait(), 60)
                         if node.full_maps > before:
                             got[node.node_id] = node.first_map_at
+                            self.storm_phases[node.node_id] = (t_conn, t_head)
                             return
                 except Exception:  # noqa: S110 - any failure means: back off and dial again
                     pass

@@ -21,11 +21,14 @@ from typing import Any
 import h2.config
 import h2.connection
 import h2.events
+import h2.settings
 
 from ..keys import PrivateKey
 from ..proto import mapframe, noise
 
 DEFAULT_CAPVER = 133  # what 1.96.4 sends
+GO_STREAM_WINDOW_BYTES = 4 << 20  # golang.org/x/net/http2 transportDefaultStreamFlow
+GO_CONN_WINDOW_BYTES = 1 << 30  # transportDefaultConnFlow
 
 
 class ClientError(Exception):
@@ -71,9 +74,10 @@ class NoiseH2Client:
         """`local_addr` picks the source address: the load harness spreads
         thousands of connections over 127.0.0.x so one (src, dst) pair never
         runs out of ephemeral ports."""
+        # TCP first: while a server restarts, a refused dial costs no key agreement.
+        self._r, self._w = await asyncio.open_connection(host, port, local_addr=local_addr)
         init = noise.Initiator(self.machine, server_key, self.capver, PrivateKey.generate("eph"))
         hs = base64.b64encode(init.initiation()).decode()
-        self._r, self._w = await asyncio.open_connection(host, port, local_addr=local_addr)
         self._w.write(
             (
                 f"POST /ts2021 HTTP/1.1\r\nHost: {host}\r\nUpgrade: tailscale-control-protocol\r\n"
@@ -89,8 +93,14 @@ class NoiseH2Client:
         rest = await self._r.readexactly(length)
         self.transport = init.finish(first + rest)
         self.h2 = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+        # Windows as Go's http2.Transport (what official clients use) opens
+        # them: 4 MiB per stream, 1 GiB per connection, so a large first map
+        # streams without waiting for WINDOW_UPDATEs, as with a real client.
+        self.h2.local_settings = h2.settings.Settings(
+            client=True, initial_values={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: GO_STREAM_WINDOW_BYTES}
+        )
         self.h2.initiate_connection()
-        self.h2.increment_flow_control_window(16 * 1024 * 1024)
+        self.h2.increment_flow_control_window(GO_CONN_WINDOW_BYTES - 65535)
         self._flush()
         self._reader_task = asyncio.create_task(self._read_loop())
 
