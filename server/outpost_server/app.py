@@ -19,11 +19,12 @@ import logging
 import os
 import signal
 import socket
+import sys
 from dataclasses import asdict
 from html import escape
 from pathlib import Path
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import uvicorn
 
@@ -116,6 +117,18 @@ def _audit_value(v: Any) -> Any:
     if isinstance(v, list | tuple | set | frozenset):
         return [_audit_value(x) for x in v]
     return str(v)
+
+
+def exit_now(code: int) -> NoReturn:
+    """End the process after a completed `OutpostServer.stop()`: flush logs
+    and standard streams, then exit without the interpreter's teardown (it
+    frees every object one by one: 17 s after a stop at 10k nodes, which a
+    restart's clients wait through). Nothing durable is left open by then."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
 
 
 class OutpostServer:
@@ -482,8 +495,8 @@ class OutpostServer:
         if self._stun_transport is not None:
             self._stun_transport.close()
         fanout = getattr(self, "fanout", None)  # stop() also cleans up a failed start
-        for session in list(fanout.sessions.values()) if fanout else []:
-            session.close("server shutting down")
+        if fanout is not None:
+            fanout.close_all("server shutting down")
         public = getattr(self, "public", None)
         if public is not None:
             public.close_all()

@@ -144,3 +144,27 @@ def test_what_the_hot_path_writes_reads_back_the_same_after_reopening(tmp_path: 
     assert [n.id for n in fresh.nodes_of_machine(machine)] == [node.id]
     fresh.delete_node(node.id)
     assert fresh.nodes_of_machine(machine) == []
+
+
+def test_last_seen_for_many_nodes_is_one_write_that_reads_back(tmp_path: Path) -> None:
+    """Shutdown records every online node's last-seen time in one transaction;
+    unknown ids are skipped and nothing is emitted (last_seen is not a change
+    peers are told of)."""
+    from outpost_server.state.model import NodeId
+
+    url = sqlite_url(tmp_path / "t.db")
+    store = Store(open_database(url))
+    ids = [NodeId(add(store, f"n{i}")) for i in range(5)]
+    seen: list[object] = []
+    store.subscribe(seen.append)
+    when = utcnow().replace(microsecond=0) - timedelta(minutes=5)
+    revisions = {i: store.node(i).revision for i in ids}
+    assert store.set_last_seen_many([*ids[:3], NodeId(9999)], when) == 3
+    assert seen == []
+    for i in ids[:3]:
+        assert store.node(i).last_seen == when
+        assert store.node(i).revision == revisions[i] + 1
+    assert store.node(ids[3]).last_seen != when
+    again = Store(open_database(url))
+    for i in ids[:3]:
+        assert again.node(i).last_seen == when

@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..app import OutpostServer
+from ..app import OutpostServer, exit_now
 from ..config import ServerConfig
 
 
@@ -113,3 +113,4 @@ if __name__ == "__main__":
     raise_nofile()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     asyncio.run(main(p.parse_args()))
+    exit_now(0)  # as `outpost serve` does

@@ -232,7 +232,8 @@ class ControlService:
                 if session.farewell is not None:
                     await resp.write(mapframe.encode(mapframe.dumps(self._farewell(session.farewell))))
                 return
-            msg = self.fanout.drain(session, self.renderer)
+            # a keep-alive wake-up builds nothing
+            msg = self.fanout.drain(session, self.renderer) if session.has_pending() else None
             if msg is not None:
                 msg["ControlTime"] = go_time(utcnow())
                 await resp.write(mapframe.encode(mapframe.dumps(msg)))

@@ -502,9 +502,21 @@ class CompiledPolicy:
         r = self.r
         n = len(r.nodes)
         all_nodes = self._intern(frozenset(range(n)))
-        in_range = self._intern(
-            frozenset(j for j in range(n) if any(in_tailnet_range(a) for a in r.nodes[j].addresses))
-        )
+        in_range_cache: list[frozenset[int]] = []
+
+        def in_range() -> frozenset[int]:  # only wildcard sources need it: O(N)
+            if not in_range_cache:
+                in_range_cache.append(
+                    self._intern(
+                        frozenset(
+                            j
+                            for j in range(n)
+                            if any(in_tailnet_range(a) for a in r.nodes[j].addresses)
+                        )
+                    )
+                )
+            return in_range_cache[0]
+
         with_routes = self._intern(frozenset(j for j in range(n) if r.approved[j]))
         exits = self._intern(frozenset(r.exit_nodes))
         empty: frozenset[int] = self._intern(frozenset())
@@ -515,7 +527,7 @@ class CompiledPolicy:
             # sources: nodes by address, and routers whose subnets are covered
             s_direct = set(srcs.nodes)
             if srcs.wildcard:
-                s_direct |= in_range
+                s_direct |= in_range()
             for p in srcs.prefixes:
                 s_direct |= self._nodes_in_prefix(p)
             s_routes: set[int] = set()

@@ -492,6 +492,23 @@ class Store:
     def set_last_seen(self, node_id: NodeId, when: datetime) -> Node:
         return self._write(node_id, last_seen=when)
 
+    def set_last_seen_many(self, node_ids: Iterable[NodeId], when: datetime) -> int:
+        """`set_last_seen` for many nodes in one transaction (a shutdown with
+        every node online: one commit, not one per node). Unknown ids are
+        skipped. Returns how many were written."""
+        news = []
+        for node_id in node_ids:
+            old = self._nodes.get(node_id)
+            if old is not None:
+                news.append(replace(old, revision=old.revision + 1, last_seen=when))
+        if not news:
+            return 0
+        with self._engine.begin() as conn:
+            conn.execute(_UPDATE_NODE, [{"node_id": n.id, **_columns(n)} for n in news])
+        for n in news:
+            self._index(n)
+        return len(news)
+
     def approve_routes(self, node_id: NodeId, routes: Iterable[str]) -> Node:
         """Set the routes an admin approved for a node (replaces the previous set)."""
         out = []
