@@ -23,11 +23,12 @@ become one patch), and a slow client never delays another.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from ..proto.mapframe import dumps, fragment_list
 from ..state.model import PATCHABLE_FIELDS, Node, NodeChange, NodeId
@@ -65,9 +66,9 @@ class MapSession:
     # Policy-derived state last sent, to send only what a policy change altered.
     policy_dirty: bool = False
     peer_sig: dict[NodeId, tuple[int, tuple[str, ...], tuple[str, ...]]] = field(default_factory=dict)
-    sent_filter: str = ""
-    sent_ssh: str = ""
-    sent_self: str = ""
+    sent_filter: bytes = b""
+    sent_ssh: bytes = b""
+    sent_self: bytes = b""
 
     def has_pending(self) -> bool:
         """Is anything waiting to be sent (a wake may also be a keep-alive or a close)?"""
@@ -84,6 +85,11 @@ class MapSession:
         self.closed = True
         self.close_reason = reason
         self.wake.set()
+
+
+def _canon(value: Any) -> bytes:
+    """A canonical encoding, to tell whether what would be sent differs."""
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
 
 
 def _route_sig(node: Node, rendered: dict[str, Any]) -> tuple[int, tuple[str, ...], tuple[str, ...]]:
@@ -255,7 +261,7 @@ class Fanout:
         if self.policy is not None:
             overlay = self.policy.self_overlay(node.id)
             d.update(overlay)
-            s.sent_self = json.dumps(overlay, sort_keys=True) + str(node.revision)
+            s.sent_self = _canon(overlay) + b"@%d" % node.revision
         return d
 
     def _policy_fields(self, s: MapSession, resp: dict[str, Any], force: bool) -> None:
@@ -263,12 +269,12 @@ class Fanout:
         if self.policy is None:
             return
         pf = self.policy.packet_filter(s.node_id)
-        pf_text = json.dumps(pf, sort_keys=True)
+        pf_text = _canon(pf)
         if force or pf_text != s.sent_filter:
             resp["PacketFilter"] = pf
             s.sent_filter = pf_text
         ssh = self.policy.ssh_policy(s.node_id)
-        ssh_text = json.dumps(ssh, sort_keys=True)
+        ssh_text = _canon(ssh)
         if ssh is not None and (force or ssh_text != s.sent_ssh):
             resp["SSHPolicy"] = ssh
         s.sent_ssh = ssh_text
@@ -281,30 +287,43 @@ class Fanout:
         assert policy is not None
         me = nodes.get(s.node_id)
         if me is not None:
-            own = json.dumps(policy.self_overlay(s.node_id), sort_keys=True) + str(me.revision)
+            own = _canon(policy.self_overlay(s.node_id)) + b"@%d" % me.revision
             if own != s.sent_self:
                 s.self_dirty = True
-        visible = policy.visible_ids(s.node_id)
-        ids = (set(nodes) - {s.node_id}) if visible is None else visible
-        for gone in s.known_peers - ids:
+        known = s.known_peers
+        views = policy.peer_views(s.node_id)
+        if views is None:  # no policy: everyone, as the plain rendering shows them
+            ids = set(nodes)
+            ids.discard(s.node_id)
+            for i in ids:
+                node = nodes[i]
+                if i not in known:
+                    s.changed.add(i)
+                    continue
+                sent = s.peer_sig.get(i)
+                if sent is not None and sent != _route_sig(node, renderer.base(node)):
+                    s.changed.add(i)
+        else:
+            ids = set()
+            for i, pv in views:
+                ids.add(i)
+                node = nodes.get(i)
+                if node is None:
+                    continue
+                if i not in known:
+                    s.changed.add(i)
+                    continue
+                sent = s.peer_sig.get(i)
+                if sent is None:  # sent while there was no policy: the plain rendering
+                    sent = _route_sig(node, renderer.base(node))
+                if (
+                    sent[0] != node.revision
+                    or sent[1] != pv.allowed_ips
+                    or sent[2] != pv.primary_routes
+                ):
+                    s.changed.add(i)
+        for gone in known - ids:
             s.removed.add(gone)
-        with_policy = policy.policy is not None
-        for i in ids:
-            node = nodes.get(i)
-            if node is None:
-                continue
-            if i not in s.known_peers:
-                s.changed.add(i)
-                continue
-            seen = renderer.base(node)
-            pv = policy.peer_view(s.node_id, i) if with_policy else None
-            if pv is not None:
-                seen = {"AllowedIPs": pv.allowed_ips, "PrimaryRoutes": pv.primary_routes}
-            sent = s.peer_sig.get(i)
-            if sent is None:  # sent while there was no policy: the plain rendering
-                sent = _route_sig(node, renderer.base(node))
-            if sent != _route_sig(node, seen):
-                s.changed.add(i)
 
     # ------------------------------------------------------------ building
     def drain(self, s: MapSession, renderer: Any) -> dict[str, Any] | None:

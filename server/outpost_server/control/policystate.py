@@ -113,6 +113,10 @@ class PolicyState:
         self._incumbents: frozenset[NodeId] = frozenset()
         # node id -> (what the engine reads of the node, its TopoNode)
         self._topo_nodes: dict[NodeId, tuple[tuple[Any, ...], TopoNode]] = {}
+        # the last topology built and its node ids in order; and the node id
+        # of each topology index of the compilation in force
+        self._topo_ids: tuple[Topology | None, list[NodeId]] = (None, [])
+        self._ids: list[NodeId] = []
         record = store.current_policy()
         if record is not None:
             self.policy = load_policy(record.text)
@@ -157,7 +161,9 @@ class PolicyState:
             cache[n.id] = (key, topo)
             nodes.append(topo)
         self._topo_nodes = cache
-        return Topology(users=users, nodes=tuple(nodes))
+        topology = Topology(users=users, nodes=tuple(nodes))
+        self._topo_ids = (topology, [n.id for n in sorted(store.nodes().values(), key=lambda n: n.id)])
+        return topology
 
     def _route_priority(self, node_id: NodeId) -> int:
         """Lower wins an HA election: online first, then the sitting primary,
@@ -169,6 +175,10 @@ class PolicyState:
     def _set_in_force(self, compiled: CompiledPolicy) -> None:
         self._compiled = compiled
         self._compiled_gen = self.generation
+        built, ids = self._topo_ids
+        if built is not compiled.topology:
+            ids = [NodeId(int(n.name[1:])) for n in compiled.topology.nodes]
+        self._ids = ids
         self._incumbents = frozenset(NodeId(int(name[1:])) for name in compiled.primary_routers())
 
     # ------------------------------------------------------------- liveness
@@ -365,7 +375,20 @@ class PolicyState:
         view = self.view(viewer)
         if view is None:
             return set()
-        return {NodeId(int(name[1:])) for name in view.visible_peers}
+        ids = self._ids
+        return {ids[j] for j in view.visible_peers.indices}
+
+    def peer_views(self, viewer: NodeId) -> list[tuple[NodeId, Any]] | None:
+        """Every peer `viewer` may see with the policy's view of it (AllowedIPs,
+        PrimaryRoutes), or None without a policy. One lookup of the viewer,
+        none per peer: a policy change walks every session's peers."""
+        if self.policy is None:
+            return None
+        view = self.view(viewer)
+        if view is None:
+            return []
+        ids = self._ids
+        return [(ids[j], pv) for j, pv in view.visible_peers.by_index()]
 
     def packet_filter(self, node_id: NodeId) -> list[dict[str, Any]]:
         if self.policy is None:
