@@ -2,10 +2,12 @@
 
 The relay core never writes to a socket. It puts work on a connection's
 bounded queues and calls its `wake` hook; the connection's writer (in `net/`)
-drains them with `Relay.take_frames`. Queue policy follows derper
+drains them with `Relay.take_frames`, either later or from inside `wake` itself
+when the socket can take bytes at once. Queue policy follows derper
 (TS:derp/derpserver/derpserver.go `sendPkt`, `pktQueue`): 32 data + 32 disco
 packets, and when a queue is full its oldest packet is dropped so fresh ones
-get through.
+get through. Packets wait already encoded as RecvPacket frames, so a write is
+one join of queued bytes.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Final
 
 from ..keys import NodePublic
 from ..proto.derp import (
+    RECV_PACKET_PREFIX_BYTES,
     ClientInfo,
     PeerGoneReason,
     encode_peer_gone,
@@ -37,6 +40,11 @@ MAX_PENDING_CONTROL_WATCHER: Final = 1 << 17
 NOT_HERE_PER_SECOND: Final = 1.0  # derpserver peerGoneLim: rate.Every(time.Second)
 NOT_HERE_BURST: Final = 3  # derpserver peerGoneLim burst
 WRITE_BATCH_BYTES: Final = 256 * 1024  # most frame bytes handed to the writer per wake
+# Destinations a sender has recently delivered to, remembered so the PeerGone
+# bookkeeping (`sentTo`) is updated once per (sender, destination connection)
+# rather than per packet. A cache: cleared when full, so a sender spraying keys
+# costs at most this many entries.
+MAX_SENT_TO_CACHE: Final = 1024
 
 DISCO_MAGIC: Final = "TS💬".encode()  # 54 53 f0 9f 92 ac, TS:disco/disco.go
 DISCO_MIN_BYTES: Final = 62  # magic 6 + disco key 32 + nonce 24 (disco.LooksLikeDiscoWrapper)
@@ -46,7 +54,7 @@ def looks_like_disco(payload: bytes) -> bool:
     return len(payload) >= DISCO_MIN_BYTES and payload[: len(DISCO_MAGIC)] == DISCO_MAGIC
 
 
-Packet = tuple[NodePublic, bytes]  # (source key, payload)
+Packet = bytes  # an encoded RecvPacket frame: header, source key, payload
 
 
 class ClientConn:
@@ -70,6 +78,7 @@ class ClientConn:
         "preferred",
         "queue_depth",
         "remote",
+        "sent_to_cache",
         "watching",
     )
 
@@ -103,6 +112,8 @@ class ClientConn:
         self.preferred = False
         self.closed = False
         self.not_here_limiter = TokenBucket(NOT_HERE_PER_SECOND, NOT_HERE_BURST)
+        # raw destination key -> the connection this one last delivered to (see MAX_SENT_TO_CACHE)
+        self.sent_to_cache: dict[bytes, ClientConn] = {}
 
     def __repr__(self) -> str:
         return f"ClientConn(#{self.conn_id} {self.key.short()} {self.remote})"
@@ -118,10 +129,16 @@ class ClientConn:
             self._close()
 
     def enqueue_packet(self, src: NodePublic, payload: bytes) -> Packet | None:
-        """Queue a packet; returns the packet dropped from the head to make room, if any."""
+        """Queue a packet; returns the packet dropped from the head to make room, if any.
+
+        A full queue is first offered to the writer (`wake`), which may empty it
+        at once if the socket can take bytes; only then is the oldest dropped.
+        """
         q = self.disco_queue if looks_like_disco(payload) else self.data_queue
+        if len(q) >= self.queue_depth:
+            self.wake()
         dropped = q.popleft() if len(q) >= self.queue_depth else None
-        q.append((src, payload))
+        q.append(encode_recv_packet(src, payload))
         self.wake()
         return dropped
 
@@ -150,7 +167,11 @@ class ClientConn:
 
     def has_pending(self) -> bool:
         return bool(
-            self.pong is not None or self.control or self.peer_gone or self.disco_queue or self.data_queue
+            self.pong is not None
+            or self.control
+            or self.peer_gone
+            or self.disco_queue
+            or self.data_queue
         )
 
     def take_frames(self, max_bytes: int = WRITE_BATCH_BYTES) -> tuple[list[bytes], int, int]:
@@ -176,12 +197,20 @@ class ClientConn:
             frames.append(encode_peer_gone(peer, reason))
             size += len(frames[-1])
         for q in (self.disco_queue, self.data_queue):
+            if q and size + (taken := sum(map(len, q))) <= max_bytes:  # usual: take it all
+                n = len(q)
+                frames += q
+                q.clear()
+                size += taken
+                packets += n
+                payload_bytes += taken - n * RECV_PACKET_PREFIX_BYTES
+                continue
             while q and (size < max_bytes or not frames):
-                src, payload = q.popleft()
-                frames.append(encode_recv_packet(src, payload))
-                size += len(frames[-1])
+                frame = q.popleft()
+                frames.append(frame)
+                size += len(frame)
                 packets += 1
-                payload_bytes += len(payload)
+                payload_bytes += len(frame) - RECV_PACKET_PREFIX_BYTES
         return frames, packets, payload_bytes
 
     def discard_queues(self) -> list[Packet]:
