@@ -1,9 +1,11 @@
 """One registered DERP connection as the relay sees it: identity and send queues.
 
 The relay core never writes to a socket. It puts work on a connection's
-bounded queues and calls its `wake` hook; the connection's writer (in `net/`)
-drains them with `Relay.take_frames`, either later or from inside `wake` itself
-when the socket can take bytes at once. Queue policy follows derper
+bounded queues and calls one of its hooks; the connection's writer (in `net/`)
+drains them with `Relay.take_frames`. `wake` means "write soon" (the writer may
+coalesce many wakes into one write); `flush`, used on the hot path once per
+read and when a queue is full, means "write now if the socket can take it", so
+that the caller can see the queue emptied before it decides to drop. Queue policy follows derper
 (TS:derp/derpserver/derpserver.go `sendPkt`, `pktQueue`): 32 data + 32 disco
 packets, and when a queue is full its oldest packet is dropped so fresh ones
 get through. Packets wait already encoded as RecvPacket frames, so a write is
@@ -62,6 +64,7 @@ class ClientConn:
 
     __slots__ = (
         "_close",
+        "_flush",
         "_wake",
         "closed",
         "conn_id",
@@ -91,6 +94,7 @@ class ClientConn:
         is_mesh_peer: bool,
         wake: Callable[[], None],
         close: Callable[[], None],
+        flush: Callable[[], None] | None = None,
         queue_depth: int = SEND_QUEUE_DEPTH,
         remote: str = "",
     ) -> None:
@@ -101,6 +105,7 @@ class ClientConn:
         self.remote = remote
         self.queue_depth = queue_depth
         self._wake = wake
+        self._flush = flush or wake
         self._close = close
         self.data_queue: deque[Packet] = deque()
         self.disco_queue: deque[Packet] = deque()
@@ -119,8 +124,14 @@ class ClientConn:
         return f"ClientConn(#{self.conn_id} {self.key.short()} {self.remote})"
 
     def wake(self) -> None:
+        """Work is queued: have the writer send it soon."""
         if not self.closed:
             self._wake()
+
+    def flush(self) -> None:
+        """Have the writer send what is queued now, if its socket can take it."""
+        if not self.closed:
+            self._flush()
 
     def close(self) -> None:
         """Ask the network side to close this connection (idempotent)."""
@@ -131,12 +142,12 @@ class ClientConn:
     def enqueue_packet(self, src: NodePublic, payload: bytes) -> Packet | None:
         """Queue a packet; returns the packet dropped from the head to make room, if any.
 
-        A full queue is first offered to the writer (`wake`), which may empty it
-        at once if the socket can take bytes; only then is the oldest dropped.
+        A full queue is first offered to the writer (`flush`), which may empty
+        it at once if the socket can take bytes; only then is the oldest dropped.
         """
         q = self.disco_queue if looks_like_disco(payload) else self.data_queue
         if len(q) >= self.queue_depth:
-            self.wake()
+            self.flush()
         dropped = q.popleft() if len(q) >= self.queue_depth else None
         q.append(encode_recv_packet(src, payload))
         self.wake()

@@ -18,9 +18,10 @@ docs/reference/derp-stun-offline.md §2.5-2.6):
   `SendPackets` run and is routed in one loop (`_route_run`): destinations are
   looked up by their raw key bytes, each frame is built as a cached
   header + payload, counters are added once per run, and each destination is
-  woken once per run (or when its queue fills, so that a writable destination
-  is written before anything is dropped). Delivering a packet from X to C subscribes C to X's
-  departure: when X's last connection leaves, C gets PeerGone(X, Disconnected).
+  flushed once per run (or when its queue fills, so that a writable
+  destination is written before anything is dropped). Delivering a packet
+  from X to C subscribes C to X's departure: when X's last connection leaves,
+  C gets PeerGone(X, Disconnected).
 * Unknown destination: drop; if the payload is disco, reply PeerGone(dst,
   NotHere), rate-limited per sending connection (1/s, burst 3).
 * Admission: a hook decides, per node key, at ClientInfo. No hook means nobody
@@ -181,8 +182,11 @@ class Relay:
         *,
         wake: Callable[[], None],
         close: Callable[[], None],
+        flush: Callable[[], None] | None = None,
         remote: str = "",
     ) -> ClientConn:
+        """Add an admitted connection. `wake`, `flush` and `close` are its writer's
+        hooks (see relay/client.py); without `flush`, `wake` serves for both."""
         conn = ClientConn(
             next(self._ids),
             hello.key,
@@ -190,6 +194,7 @@ class Relay:
             is_mesh_peer=hello.is_mesh_peer,
             wake=wake,
             close=close,
+            flush=flush,
             queue_depth=self._queue_depth,
             remote=remote,
         )
@@ -350,7 +355,7 @@ class Relay:
                 prefix = recv_packet_prefix(src, n)
             q = target.disco_queue if is_disco else target.data_queue
             if len(q) >= target.queue_depth:
-                target.wake()  # a writable destination empties its queues here
+                target.flush()  # a writable destination empties its queues here
                 if len(q) >= target.queue_depth:
                     q.popleft()
                     head_drops += 1
@@ -367,7 +372,7 @@ class Relay:
         if head_drops:
             self.counters.drop(DropReason.QUEUE_HEAD, head_drops)
         for t in touched:
-            t.wake()
+            t.flush()
 
     def _note_sent(self, sender: ClientConn, dst: bytes, target: ClientConn) -> None:
         """Record that `sender`'s key delivered to `target` (derper sentTo), once per pair."""
