@@ -300,8 +300,9 @@ class _DerpProtocol(asyncio.Protocol):
         conn = self._conn
         if conn is None or conn.closed or self._transport.is_closing():
             return
+        take = self._relay.take_frames
         while not self._paused:
-            frames = self._relay.take_frames(conn)
+            frames = take(conn)
             if self._keepalive_due:
                 self._keepalive_due = False
                 frames.append(encode_keep_alive())
@@ -309,6 +310,8 @@ class _DerpProtocol(asyncio.Protocol):
             if not frames:
                 return
             self._transport.write(b"".join(frames))  # may call pause_writing at once
+            if not conn.has_pending():
+                return
 
     def pause_writing(self) -> None:
         self._paused = True

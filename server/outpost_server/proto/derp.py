@@ -135,7 +135,7 @@ class SkippedFrame:
     length: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built once per read, frozen init costs more
 class FrameRun:
     """Consecutive complete frames of one type, left in place in `data`.
 
@@ -192,81 +192,72 @@ class FrameDecoder:
     def scan(
         self,
         data: bytes,
-        run_type: int,
-        run_min: int,
-        run_max: int,
+        run: tuple[int, int, int],
         out: list[Frame | SkippedFrame | FrameRun],
     ) -> None:
         """Feed `data` and append every frame it completes to `out`, in order.
 
-        Frames of `run_type` with a payload of `run_min..run_max` bytes that lie
-        wholly inside `data` come as `FrameRun`s (no copy); everything else
-        (other types, a run_type frame outside those sizes, a frame that began in
-        an earlier read) comes exactly as `next_frame` would return it. If a
-        frame is refused, the frames before it are in `out` when `FramingError`
-        is raised. The caller must not change what `limit_for` answers for
-        `run_type` while a scan could see it, and `run_max` must not exceed it.
+        `run` is (type, min, max): frames of that type with a payload of min..max
+        bytes that lie wholly inside `data` come as `FrameRun`s (no copy);
+        everything else (other types, such a frame of another size, a frame that
+        began in an earlier read) comes exactly as `next_frame` would return it.
+        If a frame is refused, the frames before it are in `out` when
+        `FramingError` is raised. The caller must not change what `limit_for`
+        answers for the run type while a scan could see it, and max must not
+        exceed that limit.
         """
-        starts: list[int] = []
-        ends: list[int] = []
-        try:
-            self._scan(data, (run_type, run_min, run_max), out=out, starts=starts, ends=ends)
-        finally:
-            if starts:
-                out.append(FrameRun(run_type, data, starts, ends))
-
-    def _scan(
-        self,
-        data: bytes,
-        run: tuple[int, int, int],
-        *,
-        out: list[Frame | SkippedFrame | FrameRun],
-        starts: list[int],
-        ends: list[int],
-    ) -> None:
         run_type, run_min, run_max = run
         n = len(data)
         off = 0
         # Finish whatever an earlier read left half done, feeding only its bytes.
-        while off < n and (need := self._partial_need()):
-            take = min(need, n - off)
-            self.feed(data[off : off + take])
-            off += take
-            while (f := self.next_frame()) is not None:
-                out.append(f)
+        if self._buf or self._pending is not None or self._skip_remaining:
+            while off < n and (need := self._partial_need()):
+                take = min(need, n - off)
+                self.feed(data[off : off + take])
+                off += take
+                while (f := self.next_frame()) is not None:
+                    out.append(f)
         header = _HEADER.unpack_from
-        while n - off >= FRAME_HEADER_BYTES:
-            frame_type, length = header(data, off)
-            end = off + FRAME_HEADER_BYTES + length
-            if frame_type == run_type and run_min <= length <= run_max:
-                if end > n:
-                    break
-                starts.append(off)
-                ends.append(end)
-                off = end
-                continue
-            limit = self._limit_for(frame_type)  # may refuse the type outright
-            if limit is None:
-                if length > self._unknown_limit:
+        starts: list[int] = []
+        ends: list[int] = []
+        try:
+            while n - off >= FRAME_HEADER_BYTES:
+                frame_type, length = header(data, off)
+                end = off + FRAME_HEADER_BYTES + length
+                if frame_type == run_type and run_min <= length <= run_max:
+                    if end > n:
+                        break
+                    starts.append(off)
+                    ends.append(end)
+                    off = end
+                    continue
+                limit = self._limit_for(frame_type)  # may refuse the type outright
+                if limit is None:
+                    if length > self._unknown_limit:
+                        raise FramingError(
+                            f"frame {_name(frame_type)} of {length} bytes exceeds "
+                            f"{self._unknown_limit}"
+                        )
+                elif length > limit:
                     raise FramingError(
-                        f"frame {_name(frame_type)} of {length} bytes exceeds {self._unknown_limit}"
+                        f"frame {_name(frame_type)} of {length} bytes exceeds {limit}"
                     )
-            elif length > limit:
-                raise FramingError(f"frame {_name(frame_type)} of {length} bytes exceeds {limit}")
-            elif end > n:
-                break  # header checked; the rest is buffered below
+                elif end > n:
+                    break  # header checked; the rest is buffered below
+                if starts:
+                    out.append(FrameRun(run_type, data, starts, ends))
+                    starts, ends = [], []
+                if limit is None:
+                    out.append(SkippedFrame(frame_type, length))
+                    if end > n:
+                        self._skip_remaining = end - n
+                        return
+                else:
+                    out.append(Frame(frame_type, data[off + FRAME_HEADER_BYTES : end]))
+                off = end
+        finally:
             if starts:
-                out.append(FrameRun(run_type, data, starts[:], ends[:]))
-                starts.clear()
-                ends.clear()
-            if limit is None:
-                out.append(SkippedFrame(frame_type, length))
-                if end > n:
-                    self._skip_remaining = end - n
-                    return
-            else:
-                out.append(Frame(frame_type, data[off + FRAME_HEADER_BYTES : end]))
-            off = end
+                out.append(FrameRun(run_type, data, starts, ends))
         if off < n:
             # The start of a frame (header checked above if complete): hand it to
             # the buffered path, which holds at most one frame of its type's limit.
@@ -651,7 +642,7 @@ class SendPacket:
     payload: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built once per read, frozen init costs more
 class SendPackets:
     """Consecutive SendPacket frames from one read, as offsets into its bytes.
 
@@ -733,7 +724,8 @@ _STEADY_LIMITS: Final[dict[int, int]] = {
     FrameType.CLOSE_PEER: KEY_BYTES,  # derpserver: exactly one key
     FrameType.PING: MAX_PING_BYTES,
 }
-_SEND_LIMIT: Final = _STEADY_LIMITS[FrameType.SEND_PACKET]
+# (type, min, max payload) of the frames receive_batch leaves in place as runs
+_SEND_RUN: Final = (int(FrameType.SEND_PACKET), KEY_BYTES, _STEADY_LIMITS[FrameType.SEND_PACKET])
 _MESH_ONLY: Final = frozenset(
     {FrameType.FORWARD_PACKET, FrameType.WATCH_CONNS, FrameType.CLOSE_PEER}
 )
@@ -812,7 +804,7 @@ class ServerConnection:
         items: list[Frame | SkippedFrame | FrameRun] = []
         error: ProtocolError | None = None
         try:
-            self._decoder.scan(data, FrameType.SEND_PACKET, KEY_BYTES, _SEND_LIMIT, items)
+            self._decoder.scan(data, _SEND_RUN, items)
         except ProtocolError as exc:
             error = exc
         try:

@@ -80,6 +80,7 @@ class ClientConn:
         "pong",
         "preferred",
         "queue_depth",
+        "recv_prefix",
         "remote",
         "sent_to_cache",
         "watching",
@@ -119,6 +120,9 @@ class ClientConn:
         self.not_here_limiter = TokenBucket(NOT_HERE_PER_SECOND, NOT_HERE_BURST)
         # raw destination key -> the connection this one last delivered to (see MAX_SENT_TO_CACHE)
         self.sent_to_cache: dict[bytes, ClientConn] = {}
+        # (payload bytes, RecvPacket prefix) last built for packets from this
+        # connection: WireGuard traffic repeats a few sizes, so most reuse it.
+        self.recv_prefix: tuple[int, bytes] = (-1, b"")
 
     def __repr__(self) -> str:
         return f"ClientConn(#{self.conn_id} {self.key.short()} {self.remote})"
@@ -192,7 +196,17 @@ class ClientConn:
         disco, then data.
         At least one frame is returned if anything is pending.
         """
-        frames: list[bytes] = []
+        q = self.data_queue
+        if not (self.pong is not None or self.control or self.peer_gone or self.disco_queue):
+            # the hot path: only data packets wait
+            if not q:
+                return [], 0, 0
+            taken = sum(map(len, q))
+            if taken <= max_bytes:
+                frames = list(q)
+                q.clear()
+                return frames, len(frames), taken - len(frames) * RECV_PACKET_PREFIX_BYTES
+        frames = []
         size = 0
         packets = 0
         payload_bytes = 0

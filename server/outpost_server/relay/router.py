@@ -288,7 +288,7 @@ class Relay:
         return frames
 
     def _note_activity(self, conn: ClientConn) -> None:
-        ks = self._keys.get(conn.key)
+        ks = self._by_raw.get(conn.key.raw)  # bytes cache their hash; NodePublic does not
         if ks is not None and len(ks.conns) > 1:
             ks.active = conn  # lastWriterIsActive
 
@@ -333,10 +333,9 @@ class Relay:
         src = sender.key
         k = RECV_PACKET_PREFIX_BYTES
         key_at = k - len(src.raw)  # destination key offset in a SendPacket frame
-        last_len = -1
-        prefix = b""
+        prefix_len, prefix = sender.recv_prefix
         payload_bytes = disco = head_drops = 0
-        touched: set[ClientConn] = set()
+        touched: list[ClientConn] = []
         last: ClientConn | None = None
         for s, e in zip(run.starts, run.ends, strict=True):
             p = s + k
@@ -350,9 +349,8 @@ class Relay:
             if target is None:
                 self._route(sender, src, NodePublic(dst), data[p:e], now, forwarded=False)
                 continue
-            if n != last_len:
-                last_len = n
-                prefix = recv_packet_prefix(src, n)
+            if n != prefix_len:
+                prefix_len, prefix = n, recv_packet_prefix(src, n)
             q = target.disco_queue if is_disco else target.data_queue
             if len(q) >= target.queue_depth:
                 target.flush()  # a writable destination empties its queues here
@@ -362,15 +360,17 @@ class Relay:
             q.append(prefix + mv[p:e])
             if target is not last:
                 last = target
-                touched.add(target)
+                if target not in touched:
+                    touched.append(target)
                 if seen.get(dst) is not target:
                     self._note_sent(sender, dst, target)
+        sender.recv_prefix = (prefix_len, prefix)
         c = self.counters
         c.packets_received += len(run.starts)
         c.bytes_received += payload_bytes
         c.disco_packets_received += disco
         if head_drops:
-            self.counters.drop(DropReason.QUEUE_HEAD, head_drops)
+            c.drop(DropReason.QUEUE_HEAD, head_drops)
         for t in touched:
             t.flush()
 
