@@ -135,7 +135,11 @@ def main() -> None:
     stamp = RUN_STAMP
     docs: Path = args.docs
     pngs = [] if args.no_write else plots(sizes, relay, docs / "bench", stamp)
-    mode = f"{'quick' if args.quick else 'full'} (sizes {args.sizes}, idle {args.idle:.0f} s, {args.probes} probes per kind)"
+    if args.relay_only:
+        mode = "relay only"
+    else:
+        kind = "quick" if args.quick else "full"
+        mode = f"{kind} (sizes {args.sizes}, idle {args.idle:.0f} s, {args.probes} probes per kind)"
     text = markdown(sizes, relay, pngs, docs, mode, load_before, notes)
     raw = {
         "sizes": [r.as_dict() for r in sizes],
