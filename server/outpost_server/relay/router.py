@@ -84,6 +84,7 @@ from .client import (
 from .stats import DropReason, RelayCounters, RelayStats
 
 log = logging.getLogger(__name__)
+_DISCO_FIRST_BYTE = DISCO_MAGIC[0]
 
 AdmissionFn = Callable[[NodePublic], bool]
 
@@ -334,15 +335,21 @@ class Relay:
         k = RECV_PACKET_PREFIX_BYTES
         key_at = k - len(src.raw)  # destination key offset in a SendPacket frame
         prefix_len, prefix = sender.recv_prefix
-        payload_bytes = disco = head_drops = 0
+        disco = head_drops = 0
         touched: list[ClientConn] = []
         last: ClientConn | None = None
-        for s, e in zip(run.starts, run.ends, strict=True):
+        starts, ends = run.starts, run.ends
+        for s, e in zip(starts, ends, strict=True):
             p = s + k
             n = e - p
-            payload_bytes += n
-            is_disco = n >= DISCO_MIN_BYTES and data.startswith(DISCO_MAGIC, p)
-            disco += is_disco
+            # first byte first: WireGuard packets start 0x01-0x04, so most stop here
+            is_disco = (
+                n >= DISCO_MIN_BYTES
+                and data[p] == _DISCO_FIRST_BYTE
+                and data.startswith(DISCO_MAGIC, p)
+            )
+            if is_disco:
+                disco += 1
             dst = data[s + key_at : p]
             ks = by_raw.get(dst)
             target = ks.active if ks is not None else None
@@ -366,8 +373,8 @@ class Relay:
                     self._note_sent(sender, dst, target)
         sender.recv_prefix = (prefix_len, prefix)
         c = self.counters
-        c.packets_received += len(run.starts)
-        c.bytes_received += payload_bytes
+        c.packets_received += len(starts)
+        c.bytes_received += sum(ends) - sum(starts) - k * len(starts)
         c.disco_packets_received += disco
         if head_drops:
             c.drop(DropReason.QUEUE_HEAD, head_drops)
