@@ -383,3 +383,69 @@ async def test_client_that_stops_reading_is_dropped_without_stalling_others(
         assert loop.time() - t0 < 1.0
         await eventually(lambda: relay.stats().connections_current == 1)
         await slow.close()
+
+
+# --- the per-read fast path over real sockets ----------------------------------------------------
+
+
+async def recv_packets(c: AsyncDerpClient, n: int) -> list[bytes]:
+    return [(await c.recv_kind(Received)).payload for _ in range(n)]
+
+
+async def test_many_packets_in_one_write_all_reach_a_reading_destination(relay: Relay) -> None:
+    async with running(relay) as front, clients(front.port, 2) as (a, b):
+        payloads = [i.to_bytes(2, "big") * 500 for i in range(300)]  # ~300 KiB in one write
+        a.send_raw(b"".join(a.codec.send_packet(b.public, p) for p in payloads))
+        assert await recv_packets(b, 300) == payloads
+    s = relay.stats()
+    assert (s.packets_received, s.packets_relayed, s.drops) == (300, 300, {})
+
+
+async def test_packets_riding_with_client_info_past_the_first_reads_are_all_routed(
+    relay: Relay,
+) -> None:
+    async with running(relay) as front, clients(front.port, 1) as (b,):
+        reader, writer = await asyncio.open_connection("127.0.0.1", front.port)
+        a = AsyncDerpClient(reader, writer, DerpClientCodec())
+        a.codec.server_key = relay.public_key.raw
+        payloads = [bytes([i]) * 1200 for i in range(40)]  # ~50 KiB behind the ClientInfo
+        writer.write(
+            b"GET /derp HTTP/1.1\r\nHost: x\r\nUpgrade: DERP\r\nConnection: Upgrade\r\n"
+            b"Derp-Fast-Start: 1\r\n\r\n"
+            + a.codec.client_info()
+            + b"".join(a.codec.send_packet(b.public, p) for p in payloads)
+        )
+        assert await recv_packets(b, 40) == payloads
+        await a.close()
+
+
+async def test_peer_that_sends_then_half_closes_is_routed_and_unregistered(relay: Relay) -> None:
+    async with running(relay) as front, clients(front.port, 1) as (b,):
+        reader, writer = await asyncio.open_connection("127.0.0.1", front.port)
+        a = AsyncDerpClient(reader, writer, DerpClientCodec())
+        a.codec.server_key = relay.public_key.raw
+        writer.write(
+            b"GET /derp HTTP/1.1\r\nHost: x\r\nUpgrade: DERP\r\nConnection: Upgrade\r\n"
+            b"Derp-Fast-Start: 1\r\n\r\n"
+            + a.codec.client_info()
+            + a.codec.send_packet(b.public, b"last words")
+        )
+        writer.write_eof()
+        assert await b.recv_kind(Received) == Received(a.public, b"last words")
+        await eventually(lambda: relay.stats().connections_current == 1)
+        await a.close()
+
+
+async def test_bad_frame_after_good_ones_closes_only_the_sender(relay: Relay) -> None:
+    async with running(relay) as front, clients(front.port, 2) as (a, b):
+        a.send_raw(
+            a.codec.send_packet(b.public, b"good 1")
+            + a.codec.send_packet(b.public, b"good 2")
+            + struct.pack(">BI", 0x04, 32 + derp.MAX_PACKET_BYTES + 1)
+            + bytes(64)
+        )
+        assert await recv_packets(b, 2) == [b"good 1", b"good 2"]
+        await a.expect_closed()
+        await served_afterwards(front)
+        await eventually(lambda: relay.stats().connections_current == 1)
+    assert relay.stats().bad_frames == 1

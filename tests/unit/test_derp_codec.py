@@ -286,3 +286,13 @@ def test_server_side_payload_parsers_only_raise_protocol_errors(blob: bytes) -> 
     ):
         with contextlib.suppress(ProtocolError):
             parse(blob)
+
+
+@given(node_keys, packets)
+def test_recv_packet_prefix_plus_payload_is_the_recv_packet_frame(
+    src: NodePublic, payload: bytes
+) -> None:
+    assert derp.recv_packet_prefix(src, len(payload)) + payload == derp.encode_recv_packet(
+        src, payload
+    )
+    assert len(derp.recv_packet_prefix(src, 0)) == derp.RECV_PACKET_PREFIX_BYTES

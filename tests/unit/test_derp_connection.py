@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import struct
 
@@ -325,3 +326,134 @@ def test_well_framed_random_frames_only_raise_protocol_errors(
     conn = established()
     with contextlib.suppress(ProtocolError):
         conn.receive_data(b"".join(frame(t, p) for t, p in frames))
+
+
+# --- receive_batch: the relay's per-read path -------------------------------------------------
+
+
+def expand(events: list[derp.DerpEvent | derp.SendPackets]) -> list[derp.DerpEvent]:
+    """receive_batch output in receive_data's terms: runs become SendPacket events."""
+    out: list[derp.DerpEvent] = []
+    for ev in events:
+        out += ev.packets() if isinstance(ev, derp.SendPackets) else [ev]
+    return out
+
+
+def send(dst: int, payload: bytes) -> bytes:
+    return frame(0x04, bytes([dst]) * 32 + payload)
+
+
+def test_batch_returns_consecutive_send_packets_as_one_run_in_place() -> None:
+    raw = send(1, b"one") + send(2, b"two") + send(3, b"three")
+    (run,) = established().receive_batch(raw)
+    assert isinstance(run, derp.SendPackets)
+    assert run.data is raw  # offsets into the read, nothing copied
+    assert len(run) == 3
+    assert run.packets() == [
+        derp.SendPacket(NodePublic(bytes([i]) * 32), p)
+        for i, p in ((1, b"one"), (2, b"two"), (3, b"three"))
+    ]
+
+
+def test_batch_keeps_other_frames_in_order_between_runs() -> None:
+    raw = send(1, b"a") + frame(0x12, b"ABCDEFGH") + send(2, b"b") + send(3, b"c")
+    events = established().receive_batch(raw)
+    assert [type(e) for e in events] == [derp.SendPackets, derp.Ping, derp.SendPackets]
+    assert [len(e) for e in events if isinstance(e, derp.SendPackets)] == [1, 2]
+
+
+def test_batch_reassembles_a_packet_split_at_every_byte() -> None:
+    raw = send(1, b"first") + send(2, bytes(range(200))) + send(3, b"last")
+    want = established().receive_data(raw)
+    for cut in range(1, len(raw)):
+        conn = established()
+        got = expand(conn.receive_batch(raw[:cut])) + expand(conn.receive_batch(raw[cut:]))
+        assert got == want, cut
+
+
+def test_batch_rejects_an_oversized_send_packet_from_its_header() -> None:
+    conn = established()
+    header = struct.pack(">BI", 0x04, 32 + derp.MAX_PACKET_BYTES + 1)
+    with pytest.raises(FramingError, match=r"SEND_PACKET of 65569 bytes exceeds 65568"):
+        conn.receive_batch(send(1, b"ok") + header)
+    assert conn.state is ConnState.CLOSED
+
+
+def test_batch_rejects_an_oversized_header_split_across_reads() -> None:
+    conn = established()
+    header = struct.pack(">BI", 0x04, 32 + derp.MAX_PACKET_BYTES + 1)
+    assert conn.receive_batch(header[:3]) == []
+    with pytest.raises(FramingError, match="exceeds"):
+        conn.receive_batch(header[3:])
+
+
+def test_batch_rejects_a_short_send_packet() -> None:
+    with pytest.raises(FramingError, match="short SendPacket"):
+        established().receive_batch(send(1, b"ok") + frame(0x04, bytes(31)))
+
+
+def test_batch_skips_unknown_frames_even_when_they_span_reads() -> None:
+    conn = established()
+    raw = send(1, b"a") + frame(0x42, bytes(100)) + send(2, b"b")
+    first = conn.receive_batch(raw[:60])
+    assert expand(first) == [
+        derp.SendPacket(NodePublic(b"\x01" * 32), b"a"),
+        derp.UnknownFrame(0x42, 100),
+    ]
+    assert expand(conn.receive_batch(raw[60:])) == [derp.SendPacket(NodePublic(b"\x02" * 32), b"b")]
+
+
+def test_batch_before_the_handshake_is_the_plain_path() -> None:
+    conn = ServerConnection(SERVER)
+    (hello,) = conn.receive_batch(client_info_frame())
+    assert isinstance(hello, derp.ClientHello)
+
+
+def test_batch_refuses_mesh_frames_from_regular_clients() -> None:
+    with pytest.raises(FramingError, match="mesh"):
+        established().receive_batch(send(1, b"a") + frame(0x10))
+
+
+_FRAMES = st.one_of(
+    st.builds(send, st.integers(0, 3), st.binary(max_size=300)),
+    st.builds(lambda d: frame(0x12, d), st.binary(min_size=8, max_size=20)),
+    st.builds(lambda d: frame(0x07, d), st.sampled_from([b"\x00", b"\x01"])),
+    st.builds(lambda d: frame(0x42, d), st.binary(max_size=50)),
+)
+
+
+@settings(max_examples=300)
+@given(st.lists(_FRAMES, max_size=12), st.lists(st.integers(0, 4000), max_size=6))
+def test_batch_equals_receive_data_for_any_chunking(frames: list[bytes], cuts: list[int]) -> None:
+    raw = b"".join(frames)
+    want = established().receive_data(raw)
+    conn = established()
+    got: list[derp.DerpEvent] = []
+    bounds = [0, *sorted(min(c, len(raw)) for c in cuts), len(raw)]
+    for a, b in itertools.pairwise(bounds):
+        got += expand(conn.receive_batch(raw[a:b]))
+    assert got == want
+
+
+@settings(max_examples=300)
+@given(st.lists(st.binary(max_size=600), max_size=6))
+def test_batch_arbitrary_bytes_only_raise_protocol_errors(chunks: list[bytes]) -> None:
+    conn = established(mesh=True)
+    with contextlib.suppress(ProtocolError):
+        for c in chunks:
+            conn.receive_batch(c)
+
+
+def test_batch_hands_back_the_frames_before_a_bad_one() -> None:
+    conn = established()
+    out: list[derp.DerpEvent | derp.SendPackets] = []
+    bad = struct.pack(">BI", 0x04, 32 + derp.MAX_PACKET_BYTES + 1)
+    with pytest.raises(FramingError, match="exceeds"):
+        conn.receive_batch(send(1, b"a") + frame(0x12, b"ABCDEFGH") + send(2, b"b") + bad, out)
+    assert expand(out) == [
+        derp.SendPacket(NodePublic(b"\x01" * 32), b"a"),
+        derp.Ping(b"ABCDEFGH"),
+        derp.SendPacket(NodePublic(b"\x02" * 32), b"b"),
+    ]
+    with pytest.raises(LocalProtocolError):
+        conn.receive_batch(send(1, b"more"))

@@ -8,7 +8,7 @@ from outpost_server.errors import LocalProtocolError
 from outpost_server.keys import NodePublic, PrivateKey
 from outpost_server.proto import derp
 from outpost_server.proto.derp import PeerGoneReason
-from outpost_server.relay import DropReason, Relay
+from outpost_server.relay import DropReason, Relay, router
 from outpost_server.relay.client import ClientConn, looks_like_disco
 from outpost_server.relay.limiter import TokenBucket
 
@@ -318,7 +318,8 @@ def test_packets_for_meshed_keys_go_to_the_oldest_link_and_never_bounce() -> Non
     a.send(B, b"dropped")
     assert r.stats().drops[DropReason.MESH_QUEUE_FULL.value] == 1
     mesh = Conn(r, C, mesh=True)
-    r.handle(mesh.conn, derp.ForwardPacket(A, B, DISCO), 0.0)  # forwarded packets are not re-forwarded
+    # forwarded packets are not re-forwarded
+    r.handle(mesh.conn, derp.ForwardPacket(A, B, DISCO), 0.0)
     assert second.sent == [] and r.stats().drops[DropReason.UNKNOWN_DEST_ON_FWD.value] == 1
 
 
@@ -332,7 +333,9 @@ def test_link_down_forgets_its_keys_and_receivers_hear_peer_gone() -> None:
     assert a.packets() == [(B, b"from b")]
     assert r.mesh_link_down(link) == 1
     assert r.mesh_keys() == 0
-    assert [derp.parse_peer_gone(p) for t, p in a.frames() if t == 0x08] == [(B, PeerGoneReason.DISCONNECTED)]
+    assert [derp.parse_peer_gone(p) for t, p in a.frames() if t == 0x08] == [
+        (B, PeerGoneReason.DISCONNECTED)
+    ]
 
 
 def test_local_departure_of_a_key_still_on_a_peer_is_not_peer_gone() -> None:
@@ -364,3 +367,121 @@ def test_announce_restart_queues_health_then_restarting_for_everyone() -> None:
         assert [t for t, _ in frames] == [0x14, 0x15]
         assert frames[0][1] == b"going down"
         assert derp.parse_restarting(frames[1][1]) == (2000, 60000)
+
+
+# --- runs of SendPackets (one read's worth, the hot path) --------------------------------------
+
+
+def run(*packets: tuple[NodePublic, bytes]) -> derp.SendPackets:
+    """The run a ServerConnection would report for these SendPacket frames in one read."""
+    data, starts, ends = b"", [], []
+    for dst, payload in packets:
+        starts.append(len(data))
+        data += derp.encode_send_packet(dst, payload)
+        ends.append(len(data))
+    return derp.SendPackets(data, starts, ends)
+
+
+class WritableConn(Conn):
+    """A destination whose socket takes everything: waking it writes its queues at once."""
+
+    def __init__(self, relay: Relay, key: NodePublic) -> None:
+        self.written: list[tuple[int, bytes]] = []
+        super().__init__(relay, key)
+
+    def _wake(self) -> None:
+        self.wakes += 1
+        self.written += [(raw[0], raw[5:]) for raw in self.relay.take_frames(self.conn)]
+
+
+def test_run_is_routed_like_single_packets_and_counted_once() -> None:
+    r = relay()
+    a, b, c = Conn(r, A), Conn(r, B), Conn(r, C)
+    r.handle(a.conn, run((B, b"x"), (C, b"y"), (B, b"z"), (B, DISCO)), 0.0)
+    assert b.packets() == [(A, DISCO), (A, b"x"), (A, b"z")]  # disco queue first
+    assert c.packets() == [(A, b"y")]
+    assert (b.wakes, c.wakes) == (1, 1)  # one wake per destination per run
+    s = r.stats()
+    assert (s.packets_received, s.bytes_received, s.disco_packets_received) == (4, 3 + 62, 1)
+    assert (s.packets_relayed, s.bytes_relayed) == (4, 3 + 62)
+
+
+def test_run_into_a_full_queue_drops_the_oldest() -> None:
+    r = relay(queue_depth=4)
+    a, b = Conn(r, A), Conn(r, B)
+    r.handle(a.conn, run(*((B, bytes([i])) for i in range(6))), 0.0)
+    assert [p for _, p in b.packets()] == [bytes([i]) for i in range(2, 6)]
+    assert r.stats().drops == {DropReason.QUEUE_HEAD.value: 2}
+
+
+def test_run_offers_a_full_queue_to_a_writable_destination_before_dropping() -> None:
+    r = relay(queue_depth=4)
+    a, b = Conn(r, A), WritableConn(r, B)
+    r.handle(a.conn, run(*((B, bytes([i])) for i in range(10))), 0.0)
+    assert [derp.parse_recv_packet(p)[1] for _, p in b.written] == [bytes([i]) for i in range(10)]
+    assert r.stats().drops == {}
+
+
+def test_run_to_unknown_destination_counts_drops_and_answers_disco_with_not_here() -> None:
+    r = relay()
+    a, b = Conn(r, A), Conn(r, B)
+    r.handle(a.conn, run((C, b"not disco"), (B, b"ok"), (C, DISCO)), 5.0)
+    assert b.packets() == [(A, b"ok")]
+    assert [derp.parse_peer_gone(p) for t, p in a.frames() if t == 0x08] == [
+        (C, PeerGoneReason.NOT_HERE)
+    ]
+    assert r.stats().drops == {DropReason.UNKNOWN_DEST.value: 2}
+    assert r.stats().packets_received == 3
+
+
+def test_run_to_a_duplicated_key_with_none_active_drops_as_dup_client() -> None:
+    r = relay()
+    a = Conn(r, A)
+    b1, b2, b3 = Conn(r, B), Conn(r, B), Conn(r, B)
+    r.unregister(b3.conn)  # the active one leaves, two remain: none active
+    r.handle(a.conn, run((B, b"lost")), 0.0)
+    assert b1.packets() == [] and b2.packets() == []
+    assert r.stats().drops == {DropReason.DUP_CLIENT.value: 1}
+
+
+def test_run_for_a_meshed_key_is_forwarded() -> None:
+    r = relay()
+    a = Conn(r, A)
+    link = Link("peer")
+    r.mesh_peer_present(link, B)
+    r.handle(a.conn, run((B, b"over there")), 0.0)
+    assert link.sent == [(A, B, b"over there")]
+
+
+def test_run_senders_departure_tells_its_receivers_even_past_the_cache_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(router, "MAX_SENT_TO_CACHE", 2)
+    r = relay()
+    a = Conn(r, A)
+    dsts = [NodePublic(bytes([i]) * 32) for i in range(1, 6)]
+    receivers = [Conn(r, k) for k in dsts]
+    for _ in range(2):
+        r.handle(a.conn, run(*((k, b"p") for k in dsts)), 0.0)
+    for rc in receivers:
+        rc.frames()
+    assert len(a.conn.sent_to_cache) <= 2
+    r.unregister(a.conn)
+    for rc in receivers:
+        assert [derp.parse_peer_gone(p) for t, p in rc.frames() if t == 0x08] == [
+            (A, PeerGoneReason.DISCONNECTED)
+        ]
+
+
+def test_run_to_a_reconnected_receiver_updates_who_hears_peer_gone() -> None:
+    r = relay()
+    a, b = Conn(r, A), Conn(r, B)
+    r.handle(a.conn, run((B, b"1")), 0.0)
+    r.unregister(b.conn)
+    b2 = Conn(r, B)
+    r.handle(a.conn, run((B, b"2")), 0.0)
+    assert b2.packets() == [(A, b"2")]
+    r.unregister(a.conn)
+    assert [derp.parse_peer_gone(p) for t, p in b2.frames() if t == 0x08] == [
+        (A, PeerGoneReason.DISCONNECTED)
+    ]

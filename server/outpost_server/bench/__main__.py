@@ -3,6 +3,7 @@
     python -m outpost_server.bench                 # full: 1k, 5k, 10k; 10 min idle at 10k
     python -m outpost_server.bench --quick         # 1k allow-all + 1k/5k scoped; 100 s idle
     python -m outpost_server.bench --sizes 1000:0,5000:100 --idle 120
+    python -m outpost_server.bench --relay-only --no-write   # DERP relay vs forwarder, ~1 min
 
 A size is NODES[:GROUP[:IDLE_S]]. GROUP 0 is allow-all (no policy); GROUP 100 is
 "~100 peers each": the server gets a real policy of disjoint tag groups of
@@ -48,7 +49,7 @@ def log(msg: str) -> None:
 def parse_sizes(text: str) -> list[tuple[int, int, float | None]]:
     """NODES[:GROUP[:IDLE_S]], comma-separated; IDLE_S overrides --idle for that size."""
     out = []
-    for part in text.split(","):
+    for part in filter(None, text.split(",")):
         n, _, rest = part.partition(":")
         g, _, idle = rest.partition(":")
         out.append((int(n), int(g or 0), float(idle) if idle else None))
@@ -110,6 +111,9 @@ def main() -> None:
     )
     p.add_argument("--no-storm", action="store_true")
     p.add_argument("--no-relay", action="store_true")
+    p.add_argument(
+        "--relay-only", action="store_true", help="only the DERP relay benchmark (no sizes)"
+    )
     p.add_argument("--relay-pairs", type=int, default=16)
     p.add_argument("--relay-seconds", type=float, default=10.0)
     p.add_argument(
@@ -120,6 +124,8 @@ def main() -> None:
     )
     args = p.parse_args()
     args.sizes = args.sizes or (QUICK_SIZES if args.quick else FULL_SIZES)
+    if args.relay_only:
+        args.sizes = ""
     args.idle = (
         args.idle if args.idle is not None else (QUICK_IDLE_S if args.quick else FULL_IDLE_S)
     )
@@ -129,7 +135,11 @@ def main() -> None:
     stamp = RUN_STAMP
     docs: Path = args.docs
     pngs = [] if args.no_write else plots(sizes, relay, docs / "bench", stamp)
-    mode = f"{'quick' if args.quick else 'full'} (sizes {args.sizes}, idle {args.idle:.0f} s, {args.probes} probes per kind)"
+    if args.relay_only:
+        mode = "relay only"
+    else:
+        kind = "quick" if args.quick else "full"
+        mode = f"{kind} (sizes {args.sizes}, idle {args.idle:.0f} s, {args.probes} probes per kind)"
     text = markdown(sizes, relay, pngs, docs, mode, load_before, notes)
     raw = {
         "sizes": [r.as_dict() for r in sizes],

@@ -15,14 +15,20 @@ DERP is a stream of frames `[type:1][length:4 BE][payload:length]`
 for more bytes; a declared length above the per-type limit raises `FramingError`
 before any payload is buffered, so a peer can never make us hold more than one
 bounded frame. Frames of types we do not know are skipped without buffering.
+`FrameDecoder.scan` is the relay's hot path: whole frames of one chosen type
+(SendPacket) that lie inside the chunk just read are not copied out one by one
+but reported as a `FrameRun` of offsets into that chunk; only a frame split
+across reads is buffered (and still bounded by its type's limit).
 
 `ServerConnection` is the per-connection state machine. It knows nothing about
-sockets, clocks or routing: bytes in, typed events out. The first frame must be
-a ClientInfo that opens with the server key; it yields `ClientHello`, after which
-the caller decides admission and calls `accept(nonce)` to get the ServerInfo
-frame (or `refuse()`). Mesh-only frames are refused unless the ClientInfo
-carried the configured mesh key. Every malformed input raises a `ProtocolError`
-subclass and nothing else.
+sockets, clocks or routing: bytes in, typed events out (`receive_data`; or
+`receive_batch`, the same events except that consecutive SendPackets come as
+one `SendPackets` run, which the relay routes without an object per packet).
+The first frame must be a ClientInfo that opens with the server key; it yields
+`ClientHello`, after which the caller decides admission and calls
+`accept(nonce)` to get the ServerInfo frame (or `refuse()`). Mesh-only frames
+are refused unless the ClientInfo carried the configured mesh key. Every
+malformed input raises a `ProtocolError` subclass and nothing else.
 
 Encoders for every server->client frame are plain functions; the client->server
 encoders exist for tests and for a future mesh client.
@@ -129,6 +135,20 @@ class SkippedFrame:
     length: int
 
 
+@dataclass(slots=True)  # not frozen: built once per read, frozen init costs more
+class FrameRun:
+    """Consecutive complete frames of one type, left in place in `data`.
+
+    Frame i spans `data[starts[i]:ends[i]]`, header included; its payload starts
+    at `starts[i] + FRAME_HEADER_BYTES`.
+    """
+
+    type: int
+    data: bytes
+    starts: list[int]
+    ends: list[int]
+
+
 LimitFn = Callable[[int], int | None]
 """Given a frame type: the largest payload to buffer, or None to skip the frame.
 May raise `FramingError` to refuse the type outright."""
@@ -158,6 +178,92 @@ class FrameDecoder:
             self._skip_remaining -= n
             data = data[n:]
         self._buf += data
+
+    def _partial_need(self) -> int:
+        """Bytes still needed to finish the header, frame or skip in progress (0: none)."""
+        if self._skip_remaining:
+            return self._skip_remaining
+        if self._pending is not None:
+            return self._pending[1] - len(self._buf)
+        if self._buf:
+            return FRAME_HEADER_BYTES - len(self._buf)
+        return 0
+
+    def scan(
+        self,
+        data: bytes,
+        run: tuple[int, int, int],
+        out: list[Frame | SkippedFrame | FrameRun],
+    ) -> None:
+        """Feed `data` and append every frame it completes to `out`, in order.
+
+        `run` is (type, min, max): frames of that type with a payload of min..max
+        bytes that lie wholly inside `data` come as `FrameRun`s (no copy);
+        everything else (other types, such a frame of another size, a frame that
+        began in an earlier read) comes exactly as `next_frame` would return it.
+        If a frame is refused, the frames before it are in `out` when
+        `FramingError` is raised. The caller must not change what `limit_for`
+        answers for the run type while a scan could see it, and max must not
+        exceed that limit.
+        """
+        run_type, run_min, run_max = run
+        n = len(data)
+        off = 0
+        # Finish whatever an earlier read left half done, feeding only its bytes.
+        if self._buf or self._pending is not None or self._skip_remaining:
+            while off < n and (need := self._partial_need()):
+                take = min(need, n - off)
+                self.feed(data[off : off + take])
+                off += take
+                while (f := self.next_frame()) is not None:
+                    out.append(f)
+        header = _HEADER.unpack_from
+        starts: list[int] = []
+        ends: list[int] = []
+        try:
+            while n - off >= FRAME_HEADER_BYTES:
+                frame_type, length = header(data, off)
+                end = off + FRAME_HEADER_BYTES + length
+                if frame_type == run_type and run_min <= length <= run_max:
+                    if end > n:
+                        break
+                    starts.append(off)
+                    ends.append(end)
+                    off = end
+                    continue
+                limit = self._limit_for(frame_type)  # may refuse the type outright
+                if limit is None:
+                    if length > self._unknown_limit:
+                        raise FramingError(
+                            f"frame {_name(frame_type)} of {length} bytes exceeds "
+                            f"{self._unknown_limit}"
+                        )
+                elif length > limit:
+                    raise FramingError(
+                        f"frame {_name(frame_type)} of {length} bytes exceeds {limit}"
+                    )
+                elif end > n:
+                    break  # header checked; the rest is buffered below
+                if starts:
+                    out.append(FrameRun(run_type, data, starts, ends))
+                    starts, ends = [], []
+                if limit is None:
+                    out.append(SkippedFrame(frame_type, length))
+                    if end > n:
+                        self._skip_remaining = end - n
+                        return
+                else:
+                    out.append(Frame(frame_type, data[off + FRAME_HEADER_BYTES : end]))
+                off = end
+        finally:
+            if starts:
+                out.append(FrameRun(run_type, data, starts, ends))
+        if off < n:
+            # The start of a frame (header checked above if complete): hand it to
+            # the buffered path, which holds at most one frame of its type's limit.
+            self.feed(data[off:])
+            while (f := self.next_frame()) is not None:  # pragma: no cover - defensive
+                out.append(f)
 
     def next_frame(self) -> Frame | SkippedFrame | None:
         while True:
@@ -265,6 +371,20 @@ def encode_recv_packet(src: NodePublic, payload: bytes) -> bytes:
     if len(payload) > MAX_PACKET_BYTES:
         raise LocalProtocolError("relayed packet exceeds MAX_PACKET_BYTES")
     return encode_frame(FrameType.RECV_PACKET, src.raw + payload)
+
+
+RECV_PACKET_PREFIX_BYTES: Final = FRAME_HEADER_BYTES + KEY_BYTES
+
+
+def recv_packet_prefix(src: NodePublic, payload_bytes: int) -> bytes:
+    """Header and source key of a RecvPacket frame: prefix + payload is the frame.
+
+    The relay's hot path builds frames as `prefix + payload` so that the payload
+    is copied once, straight out of the bytes the sender's SendPacket came in.
+    """
+    if not 0 <= payload_bytes <= MAX_PACKET_BYTES:
+        raise LocalProtocolError("relayed packet exceeds MAX_PACKET_BYTES")
+    return _HEADER.pack(FrameType.RECV_PACKET, KEY_BYTES + payload_bytes) + src.raw
 
 
 def encode_keep_alive() -> bytes:
@@ -522,6 +642,31 @@ class SendPacket:
     payload: bytes
 
 
+@dataclass(slots=True)  # not frozen: built once per read, frozen init costs more
+class SendPackets:
+    """Consecutive SendPacket frames from one read, as offsets into its bytes.
+
+    Frame i is `data[starts[i]:ends[i]]`: 5-byte header, 32-byte destination
+    key, payload. Each has already been checked to be a well-formed SendPacket.
+    """
+
+    data: bytes
+    starts: list[int]
+    ends: list[int]
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def packets(self) -> list[SendPacket]:
+        """The same packets as `SendPacket` events (tests and slow paths)."""
+        d = self.data
+        k = FRAME_HEADER_BYTES + KEY_BYTES
+        return [
+            SendPacket(NodePublic(d[s + FRAME_HEADER_BYTES : s + k]), d[s + k : e])
+            for s, e in zip(self.starts, self.ends, strict=True)
+        ]
+
+
 @dataclass(frozen=True, slots=True)
 class ForwardPacket:
     """Mesh only: a packet another region server relays for src."""
@@ -579,6 +724,8 @@ _STEADY_LIMITS: Final[dict[int, int]] = {
     FrameType.CLOSE_PEER: KEY_BYTES,  # derpserver: exactly one key
     FrameType.PING: MAX_PING_BYTES,
 }
+# (type, min, max payload) of the frames receive_batch leaves in place as runs
+_SEND_RUN: Final = (int(FrameType.SEND_PACKET), KEY_BYTES, _STEADY_LIMITS[FrameType.SEND_PACKET])
 _MESH_ONLY: Final = frozenset(
     {FrameType.FORWARD_PACKET, FrameType.WATCH_CONNS, FrameType.CLOSE_PEER}
 )
@@ -632,6 +779,42 @@ class ServerConnection:
             self._decoder.feed(data)
             while (frame := self._decoder.next_frame()) is not None:
                 events.append(self._handle(frame))
+        except ProtocolError:
+            self.state = ConnState.CLOSED
+            raise
+        return events
+
+    def receive_batch(
+        self, data: bytes, out: list[DerpEvent | SendPackets] | None = None
+    ) -> list[DerpEvent | SendPackets]:
+        """Like `receive_data`, but consecutive SendPackets come as one `SendPackets`.
+
+        Once established this is the relay's per-read entry point: whole
+        SendPacket frames stay in `data` and are not turned into objects here.
+        Events are appended to `out` (returned); if a frame is malformed, the
+        events of the frames before it are in `out` when the error is raised, so
+        a caller can still deliver them, as derper would have.
+        """
+        events: list[DerpEvent | SendPackets] = [] if out is None else out
+        if self.state is ConnState.CLOSED:
+            raise LocalProtocolError("connection is closed")
+        if self.state is not ConnState.ESTABLISHED:
+            events += self.receive_data(data)
+            return events
+        items: list[Frame | SkippedFrame | FrameRun] = []
+        error: ProtocolError | None = None
+        try:
+            self._decoder.scan(data, _SEND_RUN, items)
+        except ProtocolError as exc:
+            error = exc
+        try:
+            for item in items:
+                if isinstance(item, FrameRun):
+                    events.append(SendPackets(item.data, item.starts, item.ends))
+                else:
+                    events.append(self._handle(item))
+            if error is not None:
+                raise error
         except ProtocolError:
             self.state = ConnState.CLOSED
             raise

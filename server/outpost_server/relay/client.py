@@ -1,11 +1,15 @@
 """One registered DERP connection as the relay sees it: identity and send queues.
 
 The relay core never writes to a socket. It puts work on a connection's
-bounded queues and calls its `wake` hook; the connection's writer (in `net/`)
-drains them with `Relay.take_frames`. Queue policy follows derper
+bounded queues and calls one of its hooks; the connection's writer (in `net/`)
+drains them with `Relay.take_frames`. `wake` means "write soon" (the writer may
+coalesce many wakes into one write); `flush`, used on the hot path once per
+read and when a queue is full, means "write now if the socket can take it", so
+that the caller can see the queue emptied before it decides to drop. Queue policy follows derper
 (TS:derp/derpserver/derpserver.go `sendPkt`, `pktQueue`): 32 data + 32 disco
 packets, and when a queue is full its oldest packet is dropped so fresh ones
-get through.
+get through. Packets wait already encoded as RecvPacket frames, so a write is
+one join of queued bytes.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import Final
 
 from ..keys import NodePublic
 from ..proto.derp import (
+    RECV_PACKET_PREFIX_BYTES,
     ClientInfo,
     PeerGoneReason,
     encode_peer_gone,
@@ -37,6 +42,11 @@ MAX_PENDING_CONTROL_WATCHER: Final = 1 << 17
 NOT_HERE_PER_SECOND: Final = 1.0  # derpserver peerGoneLim: rate.Every(time.Second)
 NOT_HERE_BURST: Final = 3  # derpserver peerGoneLim burst
 WRITE_BATCH_BYTES: Final = 256 * 1024  # most frame bytes handed to the writer per wake
+# Destinations a sender has recently delivered to, remembered so the PeerGone
+# bookkeeping (`sentTo`) is updated once per (sender, destination connection)
+# rather than per packet. A cache: cleared when full, so a sender spraying keys
+# costs at most this many entries.
+MAX_SENT_TO_CACHE: Final = 1024
 
 DISCO_MAGIC: Final = "TS💬".encode()  # 54 53 f0 9f 92 ac, TS:disco/disco.go
 DISCO_MIN_BYTES: Final = 62  # magic 6 + disco key 32 + nonce 24 (disco.LooksLikeDiscoWrapper)
@@ -46,7 +56,7 @@ def looks_like_disco(payload: bytes) -> bool:
     return len(payload) >= DISCO_MIN_BYTES and payload[: len(DISCO_MAGIC)] == DISCO_MAGIC
 
 
-Packet = tuple[NodePublic, bytes]  # (source key, payload)
+Packet = bytes  # an encoded RecvPacket frame: header, source key, payload
 
 
 class ClientConn:
@@ -54,6 +64,7 @@ class ClientConn:
 
     __slots__ = (
         "_close",
+        "_flush",
         "_wake",
         "closed",
         "conn_id",
@@ -69,7 +80,9 @@ class ClientConn:
         "pong",
         "preferred",
         "queue_depth",
+        "recv_prefix",
         "remote",
+        "sent_to_cache",
         "watching",
     )
 
@@ -82,6 +95,7 @@ class ClientConn:
         is_mesh_peer: bool,
         wake: Callable[[], None],
         close: Callable[[], None],
+        flush: Callable[[], None] | None = None,
         queue_depth: int = SEND_QUEUE_DEPTH,
         remote: str = "",
     ) -> None:
@@ -92,6 +106,7 @@ class ClientConn:
         self.remote = remote
         self.queue_depth = queue_depth
         self._wake = wake
+        self._flush = flush or wake
         self._close = close
         self.data_queue: deque[Packet] = deque()
         self.disco_queue: deque[Packet] = deque()
@@ -103,13 +118,24 @@ class ClientConn:
         self.preferred = False
         self.closed = False
         self.not_here_limiter = TokenBucket(NOT_HERE_PER_SECOND, NOT_HERE_BURST)
+        # raw destination key -> the connection this one last delivered to (see MAX_SENT_TO_CACHE)
+        self.sent_to_cache: dict[bytes, ClientConn] = {}
+        # (payload bytes, RecvPacket prefix) last built for packets from this
+        # connection: WireGuard traffic repeats a few sizes, so most reuse it.
+        self.recv_prefix: tuple[int, bytes] = (-1, b"")
 
     def __repr__(self) -> str:
         return f"ClientConn(#{self.conn_id} {self.key.short()} {self.remote})"
 
     def wake(self) -> None:
+        """Work is queued: have the writer send it soon."""
         if not self.closed:
             self._wake()
+
+    def flush(self) -> None:
+        """Have the writer send what is queued now, if its socket can take it."""
+        if not self.closed:
+            self._flush()
 
     def close(self) -> None:
         """Ask the network side to close this connection (idempotent)."""
@@ -118,10 +144,16 @@ class ClientConn:
             self._close()
 
     def enqueue_packet(self, src: NodePublic, payload: bytes) -> Packet | None:
-        """Queue a packet; returns the packet dropped from the head to make room, if any."""
+        """Queue a packet; returns the packet dropped from the head to make room, if any.
+
+        A full queue is first offered to the writer (`flush`), which may empty
+        it at once if the socket can take bytes; only then is the oldest dropped.
+        """
         q = self.disco_queue if looks_like_disco(payload) else self.data_queue
+        if len(q) >= self.queue_depth:
+            self.flush()
         dropped = q.popleft() if len(q) >= self.queue_depth else None
-        q.append((src, payload))
+        q.append(encode_recv_packet(src, payload))
         self.wake()
         return dropped
 
@@ -150,7 +182,11 @@ class ClientConn:
 
     def has_pending(self) -> bool:
         return bool(
-            self.pong is not None or self.control or self.peer_gone or self.disco_queue or self.data_queue
+            self.pong is not None
+            or self.control
+            or self.peer_gone
+            or self.disco_queue
+            or self.data_queue
         )
 
     def take_frames(self, max_bytes: int = WRITE_BATCH_BYTES) -> tuple[list[bytes], int, int]:
@@ -160,7 +196,17 @@ class ClientConn:
         disco, then data.
         At least one frame is returned if anything is pending.
         """
-        frames: list[bytes] = []
+        q = self.data_queue
+        if not (self.pong is not None or self.control or self.peer_gone or self.disco_queue):
+            # the hot path: only data packets wait
+            if not q:
+                return [], 0, 0
+            taken = sum(map(len, q))
+            if taken <= max_bytes:
+                frames = list(q)
+                q.clear()
+                return frames, len(frames), taken - len(frames) * RECV_PACKET_PREFIX_BYTES
+        frames = []
         size = 0
         packets = 0
         payload_bytes = 0
@@ -176,12 +222,20 @@ class ClientConn:
             frames.append(encode_peer_gone(peer, reason))
             size += len(frames[-1])
         for q in (self.disco_queue, self.data_queue):
+            if q and size + (taken := sum(map(len, q))) <= max_bytes:  # usual: take it all
+                n = len(q)
+                frames += q
+                q.clear()
+                size += taken
+                packets += n
+                payload_bytes += taken - n * RECV_PACKET_PREFIX_BYTES
+                continue
             while q and (size < max_bytes or not frames):
-                src, payload = q.popleft()
-                frames.append(encode_recv_packet(src, payload))
-                size += len(frames[-1])
+                frame = q.popleft()
+                frames.append(frame)
+                size += len(frame)
                 packets += 1
-                payload_bytes += len(payload)
+                payload_bytes += len(frame) - RECV_PACKET_PREFIX_BYTES
         return frames, packets, payload_bytes
 
     def discard_queues(self) -> list[Packet]:

@@ -14,8 +14,14 @@ docs/reference/derp-stun-offline.md §2.5-2.6):
   open. If the active one leaves and two or more remain, none is active (packets
   drop as `dup_client`) until one of them sends.
 * SendPacket(dst) becomes RecvPacket(src) on dst's active connection, on its
-  disco or data queue. Delivering a packet from X to C subscribes C to X's
-  departure: when X's last connection leaves, C gets PeerGone(X, Disconnected).
+  disco or data queue. A read's worth of SendPackets arrives as one
+  `SendPackets` run and is routed in one loop (`_route_run`): destinations are
+  looked up by their raw key bytes, each frame is built as a cached
+  header + payload, counters are added once per run, and each destination is
+  flushed once per run (or when its queue fills, so that a writable
+  destination is written before anything is dropped). Delivering a packet
+  from X to C subscribes C to X's departure: when X's last connection leaves,
+  C gets PeerGone(X, Disconnected).
 * Unknown destination: drop; if the payload is disco, reply PeerGone(dst,
   NotHere), rate-limited per sending connection (1/s, burst 3).
 * Admission: a hook decides, per node key, at ClientInfo. No hook means nobody
@@ -45,6 +51,7 @@ from typing import Protocol
 from ..errors import LocalProtocolError
 from ..keys import NodePublic, PrivateKey
 from ..proto.derp import (
+    RECV_PACKET_PREFIX_BYTES,
     ClientHello,
     ClosePeer,
     DerpEvent,
@@ -54,6 +61,7 @@ from ..proto.derp import (
     PeerPresentFlags,
     Ping,
     SendPacket,
+    SendPackets,
     ServerConnection,
     ServerInfo,
     UnknownFrame,
@@ -62,11 +70,21 @@ from ..proto.derp import (
     encode_peer_gone,
     encode_peer_present,
     encode_restarting,
+    recv_packet_prefix,
 )
-from .client import SEND_QUEUE_DEPTH, WRITE_BATCH_BYTES, ClientConn, looks_like_disco
+from .client import (
+    DISCO_MAGIC,
+    DISCO_MIN_BYTES,
+    MAX_SENT_TO_CACHE,
+    SEND_QUEUE_DEPTH,
+    WRITE_BATCH_BYTES,
+    ClientConn,
+    looks_like_disco,
+)
 from .stats import DropReason, RelayCounters, RelayStats
 
 log = logging.getLogger(__name__)
+_DISCO_FIRST_BYTE = DISCO_MAGIC[0]
 
 AdmissionFn = Callable[[NodePublic], bool]
 
@@ -117,6 +135,7 @@ class Relay:
         self.counters = RelayCounters()
         self._ids = itertools.count(1)
         self._keys: dict[NodePublic, _KeySet] = {}
+        self._by_raw: dict[bytes, _KeySet] = {}  # the same key sets by raw key (hot path)
         # src -> {dst -> conn_id of dst that received from src}  (derper `sentTo`)
         self._sent_to: dict[NodePublic, dict[NodePublic, int]] = {}
         # dst -> {src}: reverse index so a departed dst is purged from _sent_to
@@ -164,8 +183,11 @@ class Relay:
         *,
         wake: Callable[[], None],
         close: Callable[[], None],
+        flush: Callable[[], None] | None = None,
         remote: str = "",
     ) -> ClientConn:
+        """Add an admitted connection. `wake`, `flush` and `close` are its writer's
+        hooks (see relay/client.py); without `flush`, `wake` serves for both."""
         conn = ClientConn(
             next(self._ids),
             hello.key,
@@ -173,10 +195,13 @@ class Relay:
             is_mesh_peer=hello.is_mesh_peer,
             wake=wake,
             close=close,
+            flush=flush,
             queue_depth=self._queue_depth,
             remote=remote,
         )
-        ks = self._keys.setdefault(hello.key, _KeySet())
+        ks = self._keys.get(hello.key)
+        if ks is None:
+            ks = self._keys[hello.key] = self._by_raw[hello.key.raw] = _KeySet()
         ks.conns.append(conn)
         ks.active = conn  # newest connection wins
         self.counters.connections_accepted += 1
@@ -197,6 +222,7 @@ class Relay:
             self.counters.drop(DropReason.GONE_DISCONNECTED, len(dropped))
         if not ks.conns:
             del self._keys[conn.key]
+            del self._by_raw[conn.key.raw]
             if self._watchers and not conn.is_mesh_peer:
                 self._tell_watchers(encode_peer_gone(conn.key, PeerGoneReason.DISCONNECTED))
             if conn.key not in self._mesh_routes:  # still reachable through a peer: not gone
@@ -223,12 +249,14 @@ class Relay:
 
     # --- steady state --------------------------------------------------------------------------
 
-    def handle(self, conn: ClientConn, event: DerpEvent, now: float) -> None:
+    def handle(self, conn: ClientConn, event: DerpEvent | SendPackets, now: float) -> None:
         """Apply one event from `conn`'s state machine. `now` is monotonic seconds."""
         if conn.closed:
             return
         self._note_activity(conn)
-        if isinstance(event, SendPacket):
+        if isinstance(event, SendPackets):
+            self._route_run(conn, event, now)
+        elif isinstance(event, SendPacket):
             self.counters.packets_received += 1
             self.counters.bytes_received += len(event.payload)
             if looks_like_disco(event.payload):
@@ -261,7 +289,7 @@ class Relay:
         return frames
 
     def _note_activity(self, conn: ClientConn) -> None:
-        ks = self._keys.get(conn.key)
+        ks = self._by_raw.get(conn.key.raw)  # bytes cache their hash; NodePublic does not
         if ks is not None and len(ks.conns) > 1:
             ks.active = conn  # lastWriterIsActive
 
@@ -293,6 +321,75 @@ class Relay:
         if looks_like_disco(payload) and sender.not_here_limiter.allow(now):
             self._queue_peer_gone(sender, dst, PeerGoneReason.NOT_HERE)
 
+    def _route_run(self, sender: ClientConn, run: SendPackets, now: float) -> None:
+        """`_route` for a run of SendPackets from `sender`, without per-packet objects.
+
+        Same outcome as routing each packet in turn through `_route`; only the
+        destinations that are not simply "active connection here" take that path.
+        """
+        data = run.data
+        mv = memoryview(data)
+        by_raw = self._by_raw
+        seen = sender.sent_to_cache
+        src = sender.key
+        k = RECV_PACKET_PREFIX_BYTES
+        key_at = k - len(src.raw)  # destination key offset in a SendPacket frame
+        prefix_len, prefix = sender.recv_prefix
+        disco = head_drops = 0
+        touched: list[ClientConn] = []
+        last: ClientConn | None = None
+        starts, ends = run.starts, run.ends
+        for s, e in zip(starts, ends, strict=True):
+            p = s + k
+            n = e - p
+            # first byte first: WireGuard packets start 0x01-0x04, so most stop here
+            is_disco = (
+                n >= DISCO_MIN_BYTES
+                and data[p] == _DISCO_FIRST_BYTE
+                and data.startswith(DISCO_MAGIC, p)
+            )
+            if is_disco:
+                disco += 1
+            dst = data[s + key_at : p]
+            ks = by_raw.get(dst)
+            target = ks.active if ks is not None else None
+            if target is None:
+                self._route(sender, src, NodePublic(dst), data[p:e], now, forwarded=False)
+                continue
+            if n != prefix_len:
+                prefix_len, prefix = n, recv_packet_prefix(src, n)
+            q = target.disco_queue if is_disco else target.data_queue
+            if len(q) >= target.queue_depth:
+                target.flush()  # a writable destination empties its queues here
+                if len(q) >= target.queue_depth:
+                    q.popleft()
+                    head_drops += 1
+            q.append(prefix + mv[p:e])
+            if target is not last:
+                last = target
+                if target not in touched:
+                    touched.append(target)
+                if seen.get(dst) is not target:
+                    self._note_sent(sender, dst, target)
+        sender.recv_prefix = (prefix_len, prefix)
+        c = self.counters
+        c.packets_received += len(starts)
+        c.bytes_received += sum(ends) - sum(starts) - k * len(starts)
+        c.disco_packets_received += disco
+        if head_drops:
+            c.drop(DropReason.QUEUE_HEAD, head_drops)
+        for t in touched:
+            t.flush()
+
+    def _note_sent(self, sender: ClientConn, dst: bytes, target: ClientConn) -> None:
+        """Record that `sender`'s key delivered to `target` (derper sentTo), once per pair."""
+        seen = sender.sent_to_cache
+        if len(seen) >= MAX_SENT_TO_CACHE:
+            seen.clear()
+        seen[dst] = target
+        self._sent_to.setdefault(sender.key, {})[target.key] = target.conn_id
+        self._received_from.setdefault(target.key, set()).add(sender.key)
+
     def _forward_via_mesh(self, src: NodePublic, dst: NodePublic, payload: bytes) -> bool:
         """Hand the packet to the oldest mesh link that has dst; True if dst is meshed at all."""
         links = self._mesh_routes.get(dst)
@@ -316,7 +413,10 @@ class Relay:
                 self._watcher_overflow(w)
 
     def _watcher_overflow(self, w: ClientConn) -> None:
-        log.warning("mesh watcher %s fell behind; disconnecting it (it re-floods on reconnect)", w.key.short())
+        log.warning(
+            "mesh watcher %s fell behind; disconnecting it (it re-floods on reconnect)",
+            w.key.short(),
+        )
         self.counters.watcher_overflows += 1
         self._watchers.pop(w.conn_id, None)
         w.close()
@@ -373,7 +473,8 @@ class Relay:
     def announce_restart(self, reconnect_in_ms: int, try_for_ms: int, problem: str = "") -> int:
         """Tell every client we are going away (Health text, then Restarting); returns how many."""
         n = 0
-        frames = ([encode_health(problem)] if problem else []) + [encode_restarting(reconnect_in_ms, try_for_ms)]
+        frames = [encode_health(problem)] if problem else []
+        frames.append(encode_restarting(reconnect_in_ms, try_for_ms))
         for ks in self._keys.values():
             for c in ks.conns:
                 for f in frames:
