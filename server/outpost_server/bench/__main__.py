@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import resource
 import sys
@@ -21,6 +22,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from .. import gcstats
 from .relay import RelayResult, run_relay
 from .report import loadavg, markdown, plots
 from .scenarios import SizeResult, run_size
@@ -130,6 +132,10 @@ def main() -> None:
         args.idle if args.idle is not None else (QUICK_IDLE_S if args.quick else FULL_IDLE_S)
     )
     raise_nofile()
+    # The load generator holds a large long-lived heap (thousands of nodes'
+    # netmaps) and decodes big maps: the server's collector policy, or full
+    # collections show up as decode time (they did: 60 % of a storm).
+    gc.set_threshold(gcstats.YOUNG_THRESHOLD, gcstats.MIDDLE_THRESHOLD, gcstats.OLD_THRESHOLD)
     load_before = loadavg()
     sizes, relay, notes = asyncio.run(run(args))
     stamp = RUN_STAMP

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import gcstats
 from ..sim.client import fetch_server_key
 from .procstat import ServerProcess
 from .serve import allow_all_policy, group_policy
@@ -125,6 +126,9 @@ async def run_size(
                     f"{nodes} nodes: {res.bulk_failed} joins failed, first: {swarm.failed_joins[0]}"
                 )
             log(f"[{nodes}] bulk done in {res.bulk_wall_s:.1f} s")
+            # The load generator's own heap (every node's view of its peers)
+            # is long-lived too: out of its collector's walks, as the server does.
+            gcstats.freeze()
 
             # -- joins: registration latency at ~N, and join fan-out
             joined: list[BenchNode] = []
@@ -197,6 +201,7 @@ async def run_size(
             # -- reconnect storm
             if storm:
                 res.storm_nodes = len(swarm.nodes)
+                gcstats.freeze()
                 waiting = asyncio.ensure_future(swarm.reconnect_all(deadline_s=300))
                 own_before = resource.getrusage(resource.RUSAGE_SELF)
                 t_kill = time.monotonic()
@@ -224,9 +229,11 @@ async def run_size(
                         )
 
                     phases = swarm.storm_phases.values()
+                    connected = quantiles([c - t_ready for c, _ in phases])
+                    headers = quantiles([h - t_ready for _, h in phases])
                     log(
-                        f"[{nodes}] storm, from ready: connected {quantiles([c - t_ready for c, _ in phases])}; "
-                        f"map headers {quantiles([h - t_ready for _, h in phases])}; "
+                        f"[{nodes}] storm, from ready: connected {connected}; "
+                        f"map headers {headers}; "
                         f"full map {quantiles(res.storm_node_s)}; CPU: server "
                         f"{res.storm_server_cpu_s:.1f} s, load generator {res.storm_loadgen_cpu_s:.1f} s"
                     )

@@ -29,6 +29,7 @@ from ..proto import mapframe, noise
 DEFAULT_CAPVER = 133  # what 1.96.4 sends
 GO_STREAM_WINDOW_BYTES = 4 << 20  # golang.org/x/net/http2 transportDefaultStreamFlow
 GO_CONN_WINDOW_BYTES = 1 << 30  # transportDefaultConnFlow
+GO_INFLOW_MIN_REFRESH_BYTES = 4 << 10  # inflowMinRefresh
 
 
 class ClientError(Exception):
@@ -55,6 +56,7 @@ class _Stream:
     status: int | None = None
     headers: asyncio.Event = field(default_factory=asyncio.Event)
     data: asyncio.Queue[bytes | None] = field(default_factory=asyncio.Queue)
+    unacked: int = 0  # received bytes not yet returned in a WINDOW_UPDATE
 
 
 class NoiseH2Client:
@@ -134,7 +136,12 @@ class NoiseH2Client:
             s.status = int(dict(ev.headers)[":status"])
             s.headers.set()
         elif isinstance(ev, h2.events.DataReceived) and s:
-            self.h2.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+            # As Go's http2 (inflow.add): return window in steps of at least
+            # GO_INFLOW_MIN_REFRESH_BYTES, not one WINDOW_UPDATE per frame.
+            s.unacked += ev.flow_controlled_length
+            if s.unacked >= GO_INFLOW_MIN_REFRESH_BYTES:
+                self.h2.acknowledge_received_data(s.unacked, ev.stream_id)
+                s.unacked = 0
             s.data.put_nowait(ev.data)
         elif isinstance(ev, h2.events.StreamEnded | h2.events.StreamReset) and s:
             s.headers.set()
