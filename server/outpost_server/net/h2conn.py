@@ -145,7 +145,9 @@ class H2ServerConnection:
         peer: MachinePublic,
         version: int,
         handler: Handler,
+        initial: bytes = b"",
     ) -> None:
+        self._initial = initial  # bytes that came with the upgrade request
         self._reader = reader
         self._writer = writer
         self._transport = transport
@@ -165,7 +167,7 @@ class H2ServerConnection:
         if data and not self._dead:
             self._writer.write(self._transport.seal(data))
 
-    async def run(self, initial: bytes = b"") -> None:
+    async def run(self) -> None:
         self.h2.local_settings = h2.settings.Settings(
             client=False,
             initial_values={
@@ -176,8 +178,10 @@ class H2ServerConnection:
         self.h2.initiate_connection()
         self.flush()
         try:
+            initial, self._initial = self._initial, b""
             if initial:
                 self._receive(initial)
+            del initial
             while not self._dead:
                 try:
                     data = await asyncio.wait_for(
