@@ -31,6 +31,7 @@ from typing import Any
 from ..state.model import PATCHABLE_FIELDS, Node, NodeChange, NodeId
 from ..state.store import Store, utcnow
 from .mapper import go_time, user_profile
+from .peerset import PeerSet
 from .policystate import TOPOLOGY_FIELDS, PolicyState
 
 Visibility = Callable[[NodeId, NodeId], bool]  # (viewer, node) -> may viewer see node
@@ -54,7 +55,7 @@ class MapSession:
     removed: set[NodeId] = field(default_factory=set)
     online: dict[NodeId, bool] = field(default_factory=dict)
     sent_users: set[int] = field(default_factory=set)
-    known_peers: set[NodeId] = field(default_factory=set)
+    known_peers: PeerSet = field(default_factory=PeerSet)  # a bitmap, not a set: N² on a mesh
     # Set when the node itself was deleted: its last state, so the stream can
     # tell the client its key is no longer valid before ending.
     farewell: Node | None = None
@@ -334,7 +335,7 @@ class Fanout:
             for i, n in sorted(nodes.items())
             if i != s.node_id and (visible is None or i in visible)
         ]
-        s.known_peers = {p["ID"] for p in peers}
+        s.known_peers = PeerSet(p["ID"] for p in peers)
         s.self_dirty = False
         s.policy_dirty = False
         s.changed.clear()
