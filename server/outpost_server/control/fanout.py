@@ -22,12 +22,12 @@ become one patch), and a slow client never delays another.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..net.flag import Flag
 from ..state.model import PATCHABLE_FIELDS, Node, NodeChange, NodeId
 from ..state.store import Store, utcnow
 from .mapper import go_time, user_profile
@@ -42,11 +42,11 @@ def allow_all(_viewer: NodeId, _node: NodeId) -> bool:
     return True
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class MapSession:
     node_id: NodeId
     cap_version: int
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    wake: Flag = field(default_factory=Flag)  # an asyncio.Event without its deque
     closed: bool = False
     close_reason: str = ""
     self_dirty: bool = False

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from ..errors import InvalidInput
 from ..keys import DiscoPublic, NodePublic
+from ..net.flag import Flag
 from ..proto import mapframe
 from ..state.store import Store, utcnow
 from .fanout import Fanout, MapSession
@@ -61,7 +62,7 @@ class RequestLike(Protocol):
 
 
 class ResponseLike(Protocol):
-    closed: asyncio.Event
+    closed: Flag
 
     def on_close(self, cb: Any) -> None: ...
     async def start(self, status: int, content_type: str | None = None) -> None: ...

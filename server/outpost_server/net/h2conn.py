@@ -36,6 +36,7 @@ import h2.settings
 from ..errors import NoiseError
 from ..keys import MachinePublic
 from ..proto.noise import Transport
+from .flag import Flag
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ class Response:
         self.stream_id = stream_id
         self.started = False
         self.ended = False
-        self.closed = asyncio.Event()
+        self.closed = Flag()
         self._close_callbacks: list[Callable[[], None]] = []
 
     def on_close(self, cb: Callable[[], None]) -> None:
@@ -145,6 +146,7 @@ class H2ServerConnection:
         peer: MachinePublic,
         version: int,
         handler: Handler,
+        *,
         initial: bytes = b"",
     ) -> None:
         self._initial = initial  # bytes that came with the upgrade request
@@ -159,7 +161,7 @@ class H2ServerConnection:
         self._requests: dict[int, Request] = {}
         self._responses: dict[int, Response] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._window = asyncio.Event()
+        self._window = Flag()
         self._dead = False
 
     def flush(self) -> None:
