@@ -163,6 +163,22 @@ class H2ServerConnection:
         self._tasks: set[asyncio.Task[None]] = set()
         self._window = Flag()
         self._dead = False
+        self._last_rx = 0.0
+        self._idle_timer: asyncio.TimerHandle | None = None
+
+    def _check_idle(self) -> None:
+        """End the connection after IDLE_TIMEOUT_S without a byte from the
+        client unless a stream is open; one timer per connection, re-armed."""
+        loop = asyncio.get_running_loop()
+        due = self._last_rx + IDLE_TIMEOUT_S
+        if self._responses:
+            delay = IDLE_TIMEOUT_S
+        elif loop.time() >= due:
+            self._reader.feed_eof()  # the read loop ends as if the client had closed
+            return
+        else:
+            delay = due - loop.time()
+        self._idle_timer = loop.call_later(delay, self._check_idle)
 
     def flush(self) -> None:
         data = self.h2.data_to_send()
@@ -184,17 +200,16 @@ class H2ServerConnection:
             if initial:
                 self._receive(initial)
             del initial
+            loop = asyncio.get_running_loop()
+            self._last_rx = loop.time()
+            self._idle_timer = loop.call_later(IDLE_TIMEOUT_S, self._check_idle)
             while not self._dead:
-                try:
-                    data = await asyncio.wait_for(
-                        self._reader.read(READ_CHUNK_BYTES), timeout=IDLE_TIMEOUT_S
-                    )
-                except TimeoutError:
-                    if self._responses:
-                        continue
-                    break
+                # No wait_for per read: it costs a task, a future and a timer
+                # for every idle connection (see _check_idle).
+                data = await self._reader.read(READ_CHUNK_BYTES)
                 if not data:
                     break
+                self._last_rx = loop.time()
                 self._receive(data)
                 await self._writer.drain()
         except NoiseError as exc:
@@ -208,6 +223,8 @@ class H2ServerConnection:
             pass
         finally:
             self._dead = True
+            if self._idle_timer is not None:
+                self._idle_timer.cancel()
             for resp in list(self._responses.values()):
                 resp._mark_closed()
             self._window.set()
