@@ -26,7 +26,7 @@ from pathlib import Path
 
 from ..app import OutpostServer
 from ..config import ServerConfig
-from .memprofile import MEMPROFILE_ENV, dump_snapshot
+from .memdump import MEMPROFILE_ENV, dump_snapshot
 
 
 def raise_nofile() -> int:
