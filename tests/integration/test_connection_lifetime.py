@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 
 import pytest
 
@@ -47,4 +48,17 @@ async def test_a_connection_with_a_map_stream_stays_open_when_idle(
     node = await joined(outpost, "streamer")
     await asyncio.sleep(5 * IDLE_S)
     assert not node.conn.closed.is_set()
+    await node.close()
+
+
+async def test_an_open_map_stream_does_not_keep_its_request_body(outpost: Running) -> None:
+    node = await joined(outpost, "streamer")
+    await asyncio.sleep(0.1)
+    streams = [
+        o
+        for o in gc.get_objects()
+        if isinstance(o, h2conn.Request) and o.path.startswith("/machine/map")
+    ]
+    assert streams, "the map stream's request is still being served"
+    assert all(len(r.body) == 0 for r in streams)
     await node.close()
