@@ -23,6 +23,7 @@ become one patch), and a slow client never delays another.
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +41,9 @@ Visibility = Callable[[NodeId, NodeId], bool]  # (viewer, node) -> may viewer se
 def allow_all(_viewer: NodeId, _node: NodeId) -> bool:
     """Until the policy engine is wired in, every node sees every other node."""
     return True
+
+
+RouteSig = tuple[int, tuple[str, ...], tuple[str, ...]]
 
 
 @dataclass(eq=False, slots=True)
@@ -61,7 +65,9 @@ class MapSession:
     farewell: Node | None = None
     # Policy-derived state last sent, to send only what a policy change altered.
     policy_dirty: bool = False
-    peer_sig: dict[NodeId, tuple[int, tuple[str, ...], tuple[str, ...]]] = field(default_factory=dict)
+    # Values shared between sessions (Fanout._shared_sig, sys.intern): per
+    # session only the dict entry, not a copy of each signature or text.
+    peer_sig: dict[NodeId, RouteSig] = field(default_factory=dict)
     sent_filter: str = ""
     sent_ssh: str = ""
     sent_self: str = ""
@@ -72,7 +78,7 @@ class MapSession:
         self.wake.set()
 
 
-def _route_sig(node: Node, rendered: dict[str, Any]) -> tuple[int, tuple[str, ...], tuple[str, ...]]:
+def _route_sig(node: Node, rendered: dict[str, Any]) -> RouteSig:
     """What a policy change can alter in a peer as one viewer sees it: the
     node's revision and the AllowedIPs / PrimaryRoutes the viewer was sent.
     Kept with and without a policy, so that setting or replacing one resends
@@ -94,6 +100,10 @@ class Fanout:
             policy.on_stale.append(self.policy_changed)
             policy.track_liveness()  # HA primaries follow map sessions
         self.sessions: dict[NodeId, MapSession] = {}
+        # The latest route signature built per peer: most viewers are sent the
+        # same one, so sessions keep references to this instead of ~120-byte
+        # copies (with a policy, 100 peers were ~12 KiB of tuples per session).
+        self._sigs: dict[NodeId, RouteSig] = {}
         store.subscribe(self.on_change)
         # Called with the node id when a session ends and no other replaced it.
         self.on_offline: list[Callable[[NodeId], None]] = []
@@ -148,6 +158,7 @@ class Fanout:
     def on_change(self, change: NodeChange) -> None:
         nid = change.node_id
         if change.kind == "removed":
+            self._sigs.pop(nid, None)
             own = self.sessions.pop(nid, None)
             if own is not None:
                 own.farewell = change.before
@@ -206,15 +217,22 @@ class Fanout:
             # Only a policy change diffs against this. Without a policy the
             # viewer has the plain rendering (`_policy_delta` compares with
             # that), so a full mesh keeps no N x N table of signatures.
-            s.peer_sig[node.id] = _route_sig(node, d)
+            s.peer_sig[node.id] = self._shared_sig(node.id, _route_sig(node, d))
         return d
+
+    def _shared_sig(self, node_id: NodeId, sig: RouteSig) -> RouteSig:
+        known = self._sigs.get(node_id)
+        if known == sig:
+            return known
+        self._sigs[node_id] = sig
+        return sig
 
     def _self(self, s: MapSession, node: Node, renderer: Any) -> dict[str, Any]:
         d = renderer.self_node(node, True)
         if self.policy is not None:
             overlay = self.policy.self_overlay(node.id)
             d.update(overlay)
-            s.sent_self = json.dumps(overlay, sort_keys=True) + str(node.revision)
+            s.sent_self = sys.intern(json.dumps(overlay, sort_keys=True) + str(node.revision))
         return d
 
     def _policy_fields(self, s: MapSession, resp: dict[str, Any], force: bool) -> None:
@@ -222,12 +240,12 @@ class Fanout:
         if self.policy is None:
             return
         pf = self.policy.packet_filter(s.node_id)
-        pf_text = json.dumps(pf, sort_keys=True)
+        pf_text = sys.intern(json.dumps(pf, sort_keys=True))  # one copy per distinct filter
         if force or pf_text != s.sent_filter:
             resp["PacketFilter"] = pf
             s.sent_filter = pf_text
         ssh = self.policy.ssh_policy(s.node_id)
-        ssh_text = json.dumps(ssh, sort_keys=True)
+        ssh_text = sys.intern(json.dumps(ssh, sort_keys=True))
         if ssh is not None and (force or ssh_text != s.sent_ssh):
             resp["SSHPolicy"] = ssh
         s.sent_ssh = ssh_text
@@ -296,7 +314,7 @@ class Fanout:
                 patches[i] = renderer.patch(node, fields)
                 sig = s.peer_sig.get(i)
                 if sig is not None:  # the viewer is now up to date with this revision
-                    s.peer_sig[i] = (node.revision, sig[1], sig[2])
+                    s.peer_sig[i] = self._shared_sig(i, (node.revision, sig[1], sig[2]))
         for i, online in s.online.items():
             node = nodes.get(i)
             if node is None or i in s.changed or i not in s.known_peers:
