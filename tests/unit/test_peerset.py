@@ -52,3 +52,11 @@ def test_sparse_ids_use_the_sorted_form_and_come_back_to_bits_when_dense() -> No
 
 def test_non_int_members_are_simply_absent() -> None:
     assert "1" not in PeerSet([1])
+
+
+def test_an_id_far_from_the_others_never_allocates_the_gap() -> None:
+    ps = PeerSet([75_842_566])
+    ps.add(0)
+    ps.add(2**40)
+    assert ps.nbytes() == 8 * 3
+    assert list(ps) == [0, 75_842_566, 2**40]

@@ -108,9 +108,19 @@ class PeerSet(MutableSet[NodeId]):
     def add(self, value: NodeId) -> None:
         if value in self:
             return
-        self._len += 1
         if self._bits is not None:
             off = value - self._base
+            grown = (
+                len(self._bits) + (-off + 7) // 8
+                if off < 0
+                else max(len(self._bits), (off >> 3) + 1)
+            )
+            if grown > _SLACK_BYTES and grown > 2 * _ID_BYTES * (self._len + 1):
+                # far outside the bitmap: never allocate the gap, go sorted
+                self._rebuild({*self._ints(), value})
+                return
+        self._len += 1
+        if self._bits is not None:
             if off < 0:  # grow to the left, by whole bytes
                 pad = (-off + 7) // 8
                 self._bits[0:0] = bytes(pad)
