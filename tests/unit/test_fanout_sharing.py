@@ -39,7 +39,7 @@ def _mesh(tmp_path: Path, n: int) -> tuple[Store, Fanout, list[NodeId]]:
     return store, Fanout(store, PolicyState(store)), ids
 
 
-def test_sessions_share_peer_signatures_and_policy_texts(tmp_path: Path) -> None:
+def test_sessions_share_peer_signatures_and_keep_only_digests_of_texts(tmp_path: Path) -> None:
     _, fanout, ids = _mesh(tmp_path, 4)
     renderer = NodeRenderer("example.internal")
     a, b = MapSession(ids[0], 133), MapSession(ids[1], 133)
@@ -49,7 +49,9 @@ def test_sessions_share_peer_signatures_and_policy_texts(tmp_path: Path) -> None
     shared = ids[2]
     assert a.peer_sig[shared] == b.peer_sig[shared]
     assert a.peer_sig[shared] is b.peer_sig[shared]
-    assert a.sent_filter and a.sent_filter is b.sent_filter
+    assert a.sent_filter == b.sent_filter  # the same allow-all filter
+    assert len(a.sent_filter) == len(a.sent_self) == 16
+    assert a.sent_self != b.sent_self  # each node's own addresses
 
 
 def test_known_peers_is_a_peer_set_of_what_was_sent(tmp_path: Path) -> None:

@@ -22,8 +22,8 @@ become one patch), and a slow client never delays another.
 
 from __future__ import annotations
 
+import hashlib
 import json
-import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -65,17 +65,24 @@ class MapSession:
     farewell: Node | None = None
     # Policy-derived state last sent, to send only what a policy change altered.
     policy_dirty: bool = False
-    # Values shared between sessions (Fanout._shared_sig, sys.intern): per
-    # session only the dict entry, not a copy of each signature or text.
+    # Signatures are shared between sessions (Fanout._shared_sig): per session
+    # only the dict entry. The sent_* fields are digests of the JSON texts
+    # (`_digest`): a filter is often unique to its node and kilobytes long.
     peer_sig: dict[NodeId, RouteSig] = field(default_factory=dict)
-    sent_filter: str = ""
-    sent_ssh: str = ""
-    sent_self: str = ""
+    sent_filter: bytes = b""
+    sent_ssh: bytes = b""
+    sent_self: bytes = b""
 
     def close(self, reason: str) -> None:
         self.closed = True
         self.close_reason = reason
         self.wake.set()
+
+
+def _digest(text: str) -> bytes:
+    """What a session keeps of a text it sent, to notice when it changes:
+    16 bytes of BLAKE2b (a false "unchanged" needs a 2^-128 collision)."""
+    return hashlib.blake2b(text.encode(), digest_size=16).digest()
 
 
 def _route_sig(node: Node, rendered: dict[str, Any]) -> RouteSig:
@@ -232,7 +239,7 @@ class Fanout:
         if self.policy is not None:
             overlay = self.policy.self_overlay(node.id)
             d.update(overlay)
-            s.sent_self = sys.intern(json.dumps(overlay, sort_keys=True) + str(node.revision))
+            s.sent_self = _digest(json.dumps(overlay, sort_keys=True) + str(node.revision))
         return d
 
     def _policy_fields(self, s: MapSession, resp: dict[str, Any], force: bool) -> None:
@@ -240,12 +247,12 @@ class Fanout:
         if self.policy is None:
             return
         pf = self.policy.packet_filter(s.node_id)
-        pf_text = sys.intern(json.dumps(pf, sort_keys=True))  # one copy per distinct filter
+        pf_text = _digest(json.dumps(pf, sort_keys=True))
         if force or pf_text != s.sent_filter:
             resp["PacketFilter"] = pf
             s.sent_filter = pf_text
         ssh = self.policy.ssh_policy(s.node_id)
-        ssh_text = sys.intern(json.dumps(ssh, sort_keys=True))
+        ssh_text = _digest(json.dumps(ssh, sort_keys=True))
         if ssh is not None and (force or ssh_text != s.sent_ssh):
             resp["SSHPolicy"] = ssh
         s.sent_ssh = ssh_text
@@ -258,7 +265,8 @@ class Fanout:
         assert policy is not None
         me = nodes.get(s.node_id)
         if me is not None:
-            own = json.dumps(policy.self_overlay(s.node_id), sort_keys=True) + str(me.revision)
+            overlay = policy.self_overlay(s.node_id)
+            own = _digest(json.dumps(overlay, sort_keys=True) + str(me.revision))
             if own != s.sent_self:
                 s.self_dirty = True
         visible = policy.visible_ids(s.node_id)
