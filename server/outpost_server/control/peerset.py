@@ -17,12 +17,18 @@ from __future__ import annotations
 from array import array
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator, MutableSet
+from collections.abc import Set as AbstractSet
 from typing import cast
 
 from ..state.model import NodeId
 
 _ID_BYTES = 8  # one int64 per id in the sorted form
 _SLACK_BYTES = 64  # below this either form is fine: do not convert
+# For each byte value, the positions of its set bits (iteration without a
+# Python-level loop per bit).
+_BIT_OFFSETS: tuple[tuple[int, ...], ...] = tuple(
+    tuple(b for b in range(8) if byte >> b & 1) for byte in range(256)
+)
 
 
 class PeerSet(MutableSet[NodeId]):
@@ -71,36 +77,42 @@ class PeerSet(MutableSet[NodeId]):
             assert self._ids is not None
             convert = size > 2 * ((self._ids[-1] - self._ids[0]) // 8 + 1)
         if convert:
-            self._rebuild(set(self))
+            self._rebuild(set(self._list()))
 
     # ---------------------------------------------------------- set protocol
     def __contains__(self, value: object) -> bool:
+        bits = self._bits
+        if bits is not None:
+            if not isinstance(value, int):
+                return False
+            off = value - self._base
+            return 0 <= off < len(bits) << 3 and bool(bits[off >> 3] >> (off & 7) & 1)
         if not isinstance(value, int):
             return False
-        if self._bits is not None:
-            off = value - self._base
-            return 0 <= off < 8 * len(self._bits) and bool(self._bits[off >> 3] & (1 << (off & 7)))
         ids = self._ids
         assert ids is not None
         i = bisect_left(ids, value)
         return i < len(ids) and ids[i] == value
 
     def __iter__(self) -> Iterator[NodeId]:
-        """Ascending order (a snapshot: the set may change while iterating)."""
-        return cast(Iterator[NodeId], self._ints())
+        """Ascending order, over a snapshot (the set may change meanwhile)."""
+        return cast(Iterator[NodeId], iter(self._list()))
 
-    def _ints(self) -> Iterator[int]:
+    def _list(self) -> list[int]:
         if self._bits is None:
             assert self._ids is not None
-            yield from self._ids.tolist()
-            return
+            return self._ids.tolist()
         base = self._base
-        for i, byte in enumerate(bytes(self._bits)):
-            rest = byte
-            while rest:
-                low = rest & -rest
-                yield base + 8 * i + low.bit_length() - 1
-                rest ^= low
+        return [
+            base + (i << 3) + b
+            for i, byte in enumerate(self._bits)
+            if byte
+            for b in _BIT_OFFSETS[byte]
+        ]
+
+    def __sub__(self, other: AbstractSet[object]) -> set[NodeId]:
+        """A plain set (what callers iterate), not another PeerSet to build."""
+        return cast(set[NodeId], {v for v in self._list() if v not in other})
 
     def __len__(self) -> int:
         return self._len
@@ -117,7 +129,7 @@ class PeerSet(MutableSet[NodeId]):
             )
             if grown > _SLACK_BYTES and grown > 2 * _ID_BYTES * (self._len + 1):
                 # far outside the bitmap: never allocate the gap, go sorted
-                self._rebuild({*self._ints(), value})
+                self._rebuild({*self._list(), value})
                 return
         self._len += 1
         if self._bits is not None:
