@@ -21,6 +21,7 @@ sent back carries internal state.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
@@ -67,6 +68,30 @@ def compact_settings(settings: h2.settings.Settings) -> None:
     for key, v in values.items():
         if len(v) == 1 and not isinstance(v, _OneValue):
             values[key] = _OneValue(v)
+
+
+class _ListDeque(list):  # type: ignore[type-arg]
+    """A list with `appendleft`, for the deques a connection keeps for hours
+    that hold a few items at most: hpack's dynamic tables (a handful of our
+    response headers and the client's request headers) and asyncio's
+    drain-waiter queue (one waiter at most). An empty deque is ~760 bytes
+    (its first 64-slot block is allocated up front), an empty list 56."""
+
+    __slots__ = ()
+
+    def appendleft(self, item: object) -> None:
+        self.insert(0, item)
+
+    def popleft(self) -> object:
+        return self.pop(0)
+
+
+def compact_deque(owner: object, attr: str) -> None:
+    """Swap `owner.attr` for a `_ListDeque` if it is an empty deque; leave
+    anything else alone (another library version, a table in use)."""
+    value = getattr(owner, attr, None)
+    if type(value) is collections.deque and not value:
+        setattr(owner, attr, _ListDeque())
 
 
 class StreamClosed(Exception):
@@ -158,6 +183,10 @@ class H2ServerConnection:
         self._handler = handler
         config = h2.config.H2Configuration(client_side=False, header_encoding="utf-8")
         self.h2 = h2.connection.H2Connection(config=config)
+        for coder in (self.h2.encoder, self.h2.decoder):
+            compact_deque(getattr(coder, "header_table", None), "dynamic_entries")
+        # asyncio's StreamReaderProtocol: waiters for drain(), one at most here.
+        compact_deque(getattr(writer, "_protocol", None), "_drain_waiters")
         self._requests: dict[int, Request] = {}
         self._responses: dict[int, Response] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -172,7 +201,7 @@ class H2ServerConnection:
         loop = asyncio.get_running_loop()
         due = self._last_rx + IDLE_TIMEOUT_S
         if self._responses:
-            delay = IDLE_TIMEOUT_S
+            delay: float = IDLE_TIMEOUT_S
         elif loop.time() >= due:
             self._reader.feed_eof()  # the read loop ends as if the client had closed
             return
