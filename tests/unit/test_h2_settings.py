@@ -10,7 +10,13 @@ import h2.connection
 import h2.events
 import h2.settings
 
-from outpost_server.net.h2conn import _ListDeque, _OneValue, compact_deque, compact_settings
+from outpost_server.net.h2conn import (
+    LeanH2Connection,
+    _ListDeque,
+    _OneValue,
+    compact_deque,
+    compact_settings,
+)
 
 CODES = h2.settings.SettingCodes
 
@@ -95,3 +101,29 @@ def test_compact_deque_leaves_a_deque_in_use_alone() -> None:
     owner = SimpleNamespace(q=collections.deque([1]))
     compact_deque(owner, "q")
     assert type(owner.q) is collections.deque
+
+
+def test_lean_connection_dispatches_frames_and_forgets_old_closed_streams() -> None:
+    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    server = LeanH2Connection(h2.config.H2Configuration(client_side=False))
+    assert not isinstance(server._frame_dispatch_table, dict)
+    client.initiate_connection()
+    server.initiate_connection()
+    server.receive_data(client.data_to_send())
+    client.receive_data(server.data_to_send())
+    headers = [(":method", "GET"), (":path", "/"), (":scheme", "http"), (":authority", "x")]
+    for stream_id in range(1, 2 * LeanH2Connection.MAX_CLOSED_STREAMS + 200, 2):
+        client.send_headers(stream_id, headers, end_stream=True)
+        events = server.receive_data(client.data_to_send())
+        assert any(isinstance(e, h2.events.RequestReceived) for e in events)
+        server.send_headers(stream_id, [(":status", "200")], end_stream=True)
+        client.receive_data(server.data_to_send())
+    assert len(server._closed_streams) <= LeanH2Connection.MAX_CLOSED_STREAMS
+    # a stream the client resets: later frames on it are a stream error only
+    client.send_headers(10_001, headers)
+    server.receive_data(client.data_to_send())
+    client.reset_stream(10_001)
+    server.receive_data(client.data_to_send())
+    client.send_headers(10_003, headers, end_stream=True)
+    events = server.receive_data(client.data_to_send())
+    assert any(isinstance(e, h2.events.RequestReceived) for e in events)
