@@ -5,6 +5,7 @@ from __future__ import annotations
 import struct
 
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -61,8 +62,6 @@ def test_error_frame_carries_the_text() -> None:
 def test_idle_transport_holds_keys_not_openssl_contexts() -> None:
     """Each ChaCha20Poly1305 object keeps ~2.2 KiB of C memory: an idle
     connection holds only the keys, and records still round-trip."""
-    from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
-
     server = noise.Transport(rx_key=bytes(range(32)), tx_key=bytes(32))
     client = noise.Transport(rx_key=bytes(32), tx_key=bytes(range(32)))
     for size in (0, 1, noise.MAX_PLAINTEXT_BYTES + 1, 3 * noise.MAX_PLAINTEXT_BYTES):
