@@ -58,6 +58,7 @@ from .net.derpmesh import MeshLink, parse_mesh_url
 from .net.meshadmission import AdmissionFeed
 from .relay import meshauth
 from .proto.derp import ServerInfo
+from .heap import tune_allocator
 from .net.listener import PublicHTTP, serve_tls, tls_context
 from .net.stun import start_stun
 from .proto.stun import StunCounters
@@ -144,6 +145,7 @@ class OutpostServer:
     # ---------------------------------------------------------------- build
     async def start(self) -> None:
         cfg = self.config
+        tune_allocator()  # heap.py: big temporaries must not leave holes between connections
         cfg.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(cfg.data_dir, 0o700)
         # One server per data directory, and never beside a restore (which takes the same lock).

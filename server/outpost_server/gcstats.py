@@ -110,7 +110,7 @@ class Collector:
 
     def start(self) -> None:
         install()
-        self._saved = gc.get_threshold()  # type: ignore[assignment]
+        self._saved = gc.get_threshold()
         gc.set_threshold(YOUNG_THRESHOLD, MIDDLE_THRESHOLD, OLD_THRESHOLD)
         freeze()  # what start-up built (modules, state) is long-lived
 

@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import resource
 import socket
 import sys
@@ -25,6 +26,7 @@ from pathlib import Path
 
 from ..app import OutpostServer, exit_now
 from ..config import ServerConfig
+from .memdump import MEMPROFILE_ENV, dump_snapshot
 
 
 def raise_nofile() -> int:
@@ -77,6 +79,12 @@ async def main(args: argparse.Namespace) -> None:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, server.request_stop)
+    dump_to = os.environ.get(MEMPROFILE_ENV)
+    if dump_to:  # python -m outpost_server.bench.memprofile
+        seq = iter(range(1_000_000))
+        loop.add_signal_handler(
+            signal.SIGUSR1, lambda: dump_snapshot(Path(f"{dump_to}.{next(seq)}"))
+        )
     await server.start()
     if args.make_key:
         store = server.store
@@ -111,6 +119,11 @@ if __name__ == "__main__":
     p.add_argument("--groups", type=int, default=0, help="0: no policy (allow-all)")
     p.add_argument("--make-key", action="store_true")
     raise_nofile()
+    depth = int(os.environ.get(MEMPROFILE_ENV + "_DEPTH", "0"))
+    if os.environ.get(MEMPROFILE_ENV) and depth > 0:  # depth 0: allocator figures only
+        import tracemalloc
+
+        tracemalloc.start(depth)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     asyncio.run(main(p.parse_args()))
     exit_now(0)  # as `outpost serve` does

@@ -22,7 +22,7 @@ become one patch), and a slow client never delays another.
 
 from __future__ import annotations
 
-import asyncio
+import hashlib
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -30,10 +30,12 @@ from typing import Any
 
 import orjson
 
+from ..net.flag import Flag
 from ..proto.mapframe import dumps, fragment_list
-from ..state.model import PATCHABLE_FIELDS, Node, NodeChange, NodeId
+from ..state.model import PATCHABLE_FIELDS, Node, NodeChange, NodeId, UserId
 from ..state.store import Store, utcnow
 from .mapper import TAGGED_USER_ID, go_time, user_profile
+from .peerset import PeerSet
 from .policystate import TOPOLOGY_FIELDS, PolicyState
 
 log = logging.getLogger(__name__)
@@ -46,11 +48,14 @@ def allow_all(_viewer: NodeId, _node: NodeId) -> bool:
     return True
 
 
-@dataclass(eq=False)
+RouteSig = tuple[int, tuple[str, ...], tuple[str, ...]]
+
+
+@dataclass(eq=False, slots=True)
 class MapSession:
     node_id: NodeId
     cap_version: int
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    wake: Flag = field(default_factory=Flag)  # an asyncio.Event without its deque
     closed: bool = False
     close_reason: str = ""
     self_dirty: bool = False
@@ -59,13 +64,16 @@ class MapSession:
     removed: set[NodeId] = field(default_factory=set)
     online: dict[NodeId, bool] = field(default_factory=dict)
     sent_users: set[int] = field(default_factory=set)
-    known_peers: set[NodeId] = field(default_factory=set)
+    known_peers: PeerSet = field(default_factory=PeerSet)  # a bitmap, not a set: N² on a mesh
     # Set when the node itself was deleted: its last state, so the stream can
     # tell the client its key is no longer valid before ending.
     farewell: Node | None = None
     # Policy-derived state last sent, to send only what a policy change altered.
     policy_dirty: bool = False
-    peer_sig: dict[NodeId, tuple[int, tuple[str, ...], tuple[str, ...]]] = field(default_factory=dict)
+    # Signatures are shared between sessions (Fanout._shared_sig): per session
+    # only the dict entry. The sent_* fields are digests of the JSON texts
+    # (`_digest`): a filter is often unique to its node and kilobytes long.
+    peer_sig: dict[NodeId, RouteSig] = field(default_factory=dict)
     sent_filter: bytes = b""
     sent_ssh: bytes = b""
     sent_self: bytes = b""
@@ -87,12 +95,15 @@ class MapSession:
         self.wake.set()
 
 
-def _canon(value: Any) -> bytes:
-    """A canonical encoding, to tell whether what would be sent differs."""
-    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
+def _digest(value: Any, suffix: bytes = b"") -> bytes:
+    """What a session keeps of a JSON value it sent, to notice when it
+    changes: 16 bytes of BLAKE2b over its canonical encoding (a false
+    "unchanged" needs a 2^-128 collision)."""
+    canon = orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
+    return hashlib.blake2b(canon + suffix, digest_size=16).digest()
 
 
-def _route_sig(node: Node, rendered: dict[str, Any]) -> tuple[int, tuple[str, ...], tuple[str, ...]]:
+def _route_sig(node: Node, rendered: dict[str, Any]) -> RouteSig:
     """What a policy change can alter in a peer as one viewer sees it: the
     node's revision and the AllowedIPs / PrimaryRoutes the viewer was sent.
     Kept with and without a policy, so that setting or replacing one resends
@@ -114,6 +125,10 @@ class Fanout:
             policy.on_stale.append(self.policy_changed)
             policy.track_liveness()  # HA primaries follow map sessions
         self.sessions: dict[NodeId, MapSession] = {}
+        # The latest route signature built per peer: most viewers are sent the
+        # same one, so sessions keep references to this instead of ~120-byte
+        # copies (with a policy, 100 peers were ~12 KiB of tuples per session).
+        self._sigs: dict[NodeId, RouteSig] = {}
         store.subscribe(self.on_change)
         # Called with the node id when a session ends and no other replaced it.
         self.on_offline: list[Callable[[NodeId], None]] = []
@@ -181,6 +196,7 @@ class Fanout:
     def on_change(self, change: NodeChange) -> None:
         nid = change.node_id
         if change.kind == "removed":
+            self._sigs.pop(nid, None)
             own = self.sessions.pop(nid, None)
             if own is not None:
                 own.farewell = change.before
@@ -241,7 +257,7 @@ class Fanout:
         # viewer has the plain rendering (`_policy_delta` compares with
         # that), so a full mesh keeps no N x N table of signatures.
         sig = _route_sig(node, overlay) if overlay else _route_sig(node, base)
-        s.peer_sig[node.id] = sig
+        s.peer_sig[node.id] = self._shared_sig(node.id, sig)
         if not overlay or (
             overlay["AllowedIPs"] == base["AllowedIPs"]
             and overlay.get("PrimaryRoutes") == base.get("PrimaryRoutes")
@@ -256,12 +272,19 @@ class Fanout:
     def _user_of(node: Node) -> int:
         return node.user_id if node.user_id is not None else TAGGED_USER_ID
 
+    def _shared_sig(self, node_id: NodeId, sig: RouteSig) -> RouteSig:
+        known = self._sigs.get(node_id)
+        if known == sig:
+            return known
+        self._sigs[node_id] = sig
+        return sig
+
     def _self(self, s: MapSession, node: Node, renderer: Any) -> dict[str, Any]:
         d = renderer.self_node(node, True)
         if self.policy is not None:
             overlay = self.policy.self_overlay(node.id)
             d.update(overlay)
-            s.sent_self = _canon(overlay) + b"@%d" % node.revision
+            s.sent_self = _digest(overlay, b"@%d" % node.revision)
         return d
 
     def _policy_fields(self, s: MapSession, resp: dict[str, Any], force: bool) -> None:
@@ -269,12 +292,12 @@ class Fanout:
         if self.policy is None:
             return
         pf = self.policy.packet_filter(s.node_id)
-        pf_text = _canon(pf)
+        pf_text = _digest(pf)
         if force or pf_text != s.sent_filter:
             resp["PacketFilter"] = pf
             s.sent_filter = pf_text
         ssh = self.policy.ssh_policy(s.node_id)
-        ssh_text = _canon(ssh)
+        ssh_text = _digest(ssh)
         if ssh is not None and (force or ssh_text != s.sent_ssh):
             resp["SSHPolicy"] = ssh
         s.sent_ssh = ssh_text
@@ -287,7 +310,7 @@ class Fanout:
         assert policy is not None
         me = nodes.get(s.node_id)
         if me is not None:
-            own = _canon(policy.self_overlay(s.node_id)) + b"@%d" % me.revision
+            own = _digest(policy.self_overlay(s.node_id), b"@%d" % me.revision)
             if own != s.sent_self:
                 s.self_dirty = True
         known = s.known_peers
@@ -307,9 +330,10 @@ class Fanout:
             ids = set()
             for i, pv in views:
                 ids.add(i)
-                node = nodes.get(i)
-                if node is None:
+                peer = nodes.get(i)
+                if peer is None:
                     continue
+                node = peer
                 if i not in known:
                     s.changed.add(i)
                     continue
@@ -358,7 +382,7 @@ class Fanout:
                 patches[i] = renderer.patch(node, fields)
                 sig = s.peer_sig.get(i)
                 if sig is not None:  # the viewer is now up to date with this revision
-                    s.peer_sig[i] = (node.revision, sig[1], sig[2])
+                    s.peer_sig[i] = self._shared_sig(i, (node.revision, sig[1], sig[2]))
         for i, online in s.online.items():
             node = nodes.get(i)
             if node is None or i in s.changed or i not in s.known_peers:
@@ -395,13 +419,13 @@ class Fanout:
         visible = self.policy.visible_ids(s.node_id) if self.policy is not None else None
         peers: list[bytes] = []
         users: list[int] = [self._user_of(me)]
-        known: set[NodeId] = set()
+        known: list[NodeId] = []
         for i, n in sorted(nodes.items()):
             if i != s.node_id and (visible is None or i in visible):
                 peers.append(self._peer(s, n, renderer))
                 users.append(self._user_of(n))
-                known.add(i)
-        s.known_peers = known
+                known.append(i)
+        s.known_peers = PeerSet(known)
         s.self_dirty = False
         s.policy_dirty = False
         s.changed.clear()
@@ -424,5 +448,5 @@ class Fanout:
             if uid in s.sent_users:
                 continue
             s.sent_users.add(uid)
-            out.append(user_profile(users.get(uid), uid))  # type: ignore[call-overload]
+            out.append(user_profile(users.get(UserId(uid)), UserId(uid)))
         return out

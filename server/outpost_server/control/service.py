@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from ..errors import InvalidInput
 from ..keys import DiscoPublic, NodePublic
+from ..net.flag import Flag
 from ..proto import mapframe
 from ..state.store import Store, utcnow
 from .fanout import Fanout, MapSession
@@ -69,7 +70,7 @@ class RequestLike(Protocol):
 
 
 class ResponseLike(Protocol):
-    closed: asyncio.Event
+    closed: Flag
 
     def on_close(self, cb: Any) -> None: ...
     async def start(self, status: int, content_type: str | None = None) -> None: ...
@@ -186,6 +187,11 @@ class ControlService:
             await resp.respond(200)  # lite update: the client only checks the status
             return
         cap = body.get("Version") if isinstance(body.get("Version"), int) else 0
+        if stream:
+            # The stream lives for hours: keep neither the request's bytes nor
+            # its parsed JSON alive in the frames above (applied and stored).
+            body.clear()
+            req.body.clear()
         # A node that just joined is in the policy only after the next settle
         # (shared by every join of a burst): its first map waits for it.
         await self.policy.settled()
@@ -237,6 +243,7 @@ class ControlService:
             if msg is not None:
                 msg["ControlTime"] = go_time(utcnow())
                 await resp.write(mapframe.encode(mapframe.dumps(msg)))
+                msg = None  # not kept alive by this frame until the next change
             elif loop.time() >= due:
                 await resp.write(mapframe.KEEPALIVE_MESSAGE)
 

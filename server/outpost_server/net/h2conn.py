@@ -21,10 +21,12 @@ sent back carries internal state.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import h2.config
 import h2.connection
@@ -36,6 +38,7 @@ import h2.settings
 from ..errors import NoiseError
 from ..keys import MachinePublic
 from ..proto.noise import Transport
+from .flag import Flag
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +71,75 @@ def compact_settings(settings: h2.settings.Settings) -> None:
             values[key] = _OneValue(v)
 
 
+class _ListDeque(list):  # type: ignore[type-arg]
+    """A list with `appendleft`, for the deques a connection keeps for hours
+    that hold a few items at most: hpack's dynamic tables (a handful of our
+    response headers and the client's request headers) and asyncio's
+    drain-waiter queue (one waiter at most). An empty deque is ~760 bytes
+    (its first 64-slot block is allocated up front), an empty list 56."""
+
+    __slots__ = ()
+
+    def appendleft(self, item: object) -> None:
+        self.insert(0, item)
+
+    def popleft(self) -> object:
+        return self.pop(0)
+
+
+def compact_deque(owner: object, attr: str) -> None:
+    """Swap `owner.attr` for a `_ListDeque` if it is an empty deque; leave
+    anything else alone (another library version, a table in use)."""
+    value = getattr(owner, attr, None)
+    if type(value) is collections.deque and not value:
+        setattr(owner, attr, _ListDeque())
+
+
+class _FrameDispatch:
+    """h2 builds, per connection, a dict of ten bound methods to dispatch
+    received frames (~1.1 KiB per connection in tracemalloc); this looks the
+    same method up by name when a frame arrives."""
+
+    __slots__ = ("_conn", "_names")
+
+    def __init__(self, conn: object, names: dict[type, str]) -> None:
+        self._conn = conn
+        self._names = names  # shared by every connection
+
+    def __getitem__(self, frame_type: type) -> Callable[..., Any]:
+        method: Callable[..., Any] = getattr(self._conn, self._names[frame_type])
+        return method
+
+
+class LeanH2Connection(h2.connection.H2Connection):
+    """h2's server connection with less state kept per connection.
+
+    MAX_CLOSED_STREAMS: h2 remembers how each closed stream ended, for up to
+    65,536 streams (an OrderedDict entry each, ~8 MB at the limit), so that a
+    late frame on a stream that was reset is a stream error rather than a
+    connection error. Late frames follow a reset closely; a node's connection
+    lives for days and opens a stream per lite update, so keep the last 64.
+    """
+
+    MAX_CLOSED_STREAMS = 64
+    _dispatch_names: dict[type, str] | None = None
+
+    def __init__(self, config: h2.config.H2Configuration) -> None:
+        super().__init__(config=config)
+        table = getattr(self, "_frame_dispatch_table", None)
+        if not isinstance(table, dict):  # another h2 layout: leave it alone
+            return
+        names = LeanH2Connection._dispatch_names
+        if names is None:
+            names = {
+                t: m.__name__ for t, m in table.items() if getattr(m, "__self__", None) is self
+            }
+            if len(names) != len(table):
+                return
+            LeanH2Connection._dispatch_names = names
+        self._frame_dispatch_table = _FrameDispatch(self, names)  # type: ignore[assignment]
+
+
 class StreamClosed(Exception):
     """The client reset or closed the stream we were writing to."""
 
@@ -94,7 +166,7 @@ class Response:
         self.stream_id = stream_id
         self.started = False
         self.ended = False
-        self.closed = asyncio.Event()
+        self.closed = Flag()
         self._close_callbacks: list[Callable[[], None]] = []
 
     def on_close(self, cb: Callable[[], None]) -> None:
@@ -145,7 +217,10 @@ class H2ServerConnection:
         peer: MachinePublic,
         version: int,
         handler: Handler,
+        *,
+        initial: bytes = b"",
     ) -> None:
+        self._initial = initial  # bytes that came with the upgrade request
         self._reader = reader
         self._writer = writer
         self._transport = transport
@@ -153,19 +228,39 @@ class H2ServerConnection:
         self.version = version
         self._handler = handler
         config = h2.config.H2Configuration(client_side=False, header_encoding="utf-8")
-        self.h2 = h2.connection.H2Connection(config=config)
+        self.h2 = LeanH2Connection(config=config)
+        for coder in (self.h2.encoder, self.h2.decoder):
+            compact_deque(getattr(coder, "header_table", None), "dynamic_entries")
+        # asyncio's StreamReaderProtocol: waiters for drain(), one at most here.
+        compact_deque(getattr(writer, "_protocol", None), "_drain_waiters")
         self._requests: dict[int, Request] = {}
         self._responses: dict[int, Response] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._window = asyncio.Event()
+        self._window = Flag()
         self._dead = False
+        self._last_rx = 0.0
+        self._idle_timer: asyncio.TimerHandle | None = None
+
+    def _check_idle(self) -> None:
+        """End the connection after IDLE_TIMEOUT_S without a byte from the
+        client unless a stream is open; one timer per connection, re-armed."""
+        loop = asyncio.get_running_loop()
+        due = self._last_rx + IDLE_TIMEOUT_S
+        if self._responses:
+            delay: float = IDLE_TIMEOUT_S
+        elif loop.time() >= due:
+            self._reader.feed_eof()  # the read loop ends as if the client had closed
+            return
+        else:
+            delay = due - loop.time()
+        self._idle_timer = loop.call_later(delay, self._check_idle)
 
     def flush(self) -> None:
         data = self.h2.data_to_send()
         if data and not self._dead:
             self._writer.write(self._transport.seal(data))
 
-    async def run(self, initial: bytes = b"") -> None:
+    async def run(self) -> None:
         self.h2.local_settings = h2.settings.Settings(
             client=False,
             initial_values={
@@ -176,19 +271,20 @@ class H2ServerConnection:
         self.h2.initiate_connection()
         self.flush()
         try:
+            initial, self._initial = self._initial, b""
             if initial:
                 self._receive(initial)
+            del initial
+            loop = asyncio.get_running_loop()
+            self._last_rx = loop.time()
+            self._idle_timer = loop.call_later(IDLE_TIMEOUT_S, self._check_idle)
             while not self._dead:
-                try:
-                    data = await asyncio.wait_for(
-                        self._reader.read(READ_CHUNK_BYTES), timeout=IDLE_TIMEOUT_S
-                    )
-                except TimeoutError:
-                    if self._responses:
-                        continue
-                    break
+                # No wait_for per read: it costs a task, a future and a timer
+                # for every idle connection (see _check_idle).
+                data = await self._reader.read(READ_CHUNK_BYTES)
                 if not data:
                     break
+                self._last_rx = loop.time()
                 self._receive(data)
                 await self._writer.drain()
         except NoiseError as exc:
@@ -202,6 +298,8 @@ class H2ServerConnection:
             pass
         finally:
             self._dead = True
+            if self._idle_timer is not None:
+                self._idle_timer.cancel()
             for resp in list(self._responses.values()):
                 resp._mark_closed()
             self._window.set()

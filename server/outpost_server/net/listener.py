@@ -118,7 +118,13 @@ class PublicHTTP:
         path = head.path
         upgrade = (head.header("upgrade") or "").lower()
         if path == "/ts2021":
-            await self._ts2021(head, rest, reader, writer)
+            conn = await self._ts2021(head, rest, reader, writer)
+            if conn is not None:
+                # The connection lives for hours: this frame must not keep its
+                # request head and handshake alive meanwhile.
+                del head, got, rest
+                await conn.run()
+                return
         elif path == "/derp" and upgrade in ("derp", "websocket") and self.derp_upgrade is not None:
             fast = head.header("derp-fast-start") == "1"
             await self.derp_upgrade(reader, writer, rest, fast)
@@ -167,27 +173,29 @@ class PublicHTTP:
 
     async def _ts2021(
         self, head: http1.RequestHead, rest: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
+    ) -> H2ServerConnection | None:
+        """The upgrade and handshake; returns the connection to run, or None
+        when the client was refused (the answer is already written)."""
         upgrade = head.header("upgrade") or ""
         if not upgrade:
             self.counters.bad_requests += 1
             writer.write(http1.response(400, b"missing Upgrade header\n"))
-            return
+            return None
         if upgrade.lower() != UPGRADE_TS2021:
             self.counters.bad_requests += 1
             writer.write(http1.response(400, b"unknown next protocol\n"))
-            return
+            return None
         raw = head.header("x-tailscale-handshake")
         if raw is None:
             self.counters.bad_requests += 1
             writer.write(http1.response(400, b"missing X-Tailscale-Handshake header\n"))
-            return
+            return None
         try:
             init = base64.b64decode(raw, validate=True)
         except (binascii.Error, ValueError):
             self.counters.bad_requests += 1
             writer.write(http1.response(400, b"X-Tailscale-Handshake is not base64\n"))
-            return
+            return None
         switching = (
             "HTTP/1.1 101 Switching Protocols\r\n"
             f"Upgrade: {UPGRADE_TS2021}\r\n"
@@ -199,14 +207,19 @@ class PublicHTTP:
             self.counters.bad_handshakes += 1
             log.info("ts2021 handshake refused: %s", exc)
             writer.write(switching + noise.error_frame(str(exc)))
-            return
+            return None
         writer.write(switching + accepted.response)
         await writer.drain()
         self.counters.noise_sessions += 1
-        conn = H2ServerConnection(
-            reader, writer, accepted.transport, accepted.peer, accepted.version, self.control_handler
+        return H2ServerConnection(
+            reader,
+            writer,
+            accepted.transport,
+            accepted.peer,
+            accepted.version,
+            self.control_handler,
+            initial=rest,
         )
-        await conn.run(initial=rest)
 
 
 TLS_HANDSHAKE_TIMEOUT_S = 15.0  # a TLS client that has not finished by then is not a client
