@@ -49,3 +49,30 @@ def test_reclaim_collects_cycles_that_were_frozen() -> None:
         assert gone() is None
     finally:
         gc.unfreeze()
+
+
+def test_a_round_collects_recent_cycles_and_freezes_the_survivors() -> None:
+    class Node:
+        def __init__(self) -> None:
+            self.other: Node | None = None
+
+    gcstats.install()
+    gc.freeze()
+    try:
+        a, b = Node(), Node()
+        a.other, b.other = b, a
+        gone = weakref.ref(a)
+        keep = Node()
+        del a, b
+        before = gcstats.stats()
+        frozen = gc.get_freeze_count()
+        gcstats.round_()
+        after = gcstats.stats()
+        assert gone() is None  # allocated since the last freeze: walked
+        assert gc.get_freeze_count() > frozen  # `keep` and friends now frozen
+        assert after["rounds"]["count"] == before["rounds"]["count"] + 1
+        # a round is not counted as one of CPython's own full collections
+        assert after["generations"][2]["collections"] == before["generations"][2]["collections"]
+        assert keep.other is None
+    finally:
+        gc.unfreeze()

@@ -230,8 +230,8 @@ def gc_table(sizes: list[SizeResult]) -> list[str]:
     included). A full collection's pause delays every session."""
     lines = [
         "| nodes (visibility) | stage | young / middle / full collections "
-        "| longest young / middle / full pause | frozen objects |",
-        "|---|---|---|---|---|",
+        "| longest young / middle / full pause | scheduled rounds (longest) | frozen objects |",
+        "|---|---|---|---|---|---|",
     ]
     for r in sizes:
         for stage, doc in (("after probes", r.gc_probes), ("end", r.gc_end)):
@@ -240,8 +240,11 @@ def gc_table(sizes: list[SizeResult]) -> list[str]:
             gens = doc.get("generations") or []
             counts = " / ".join(str(g.get("collections", 0)) for g in gens)
             pauses = " / ".join(f"{g.get('max_ms', 0):.1f} ms" for g in gens)
+            rounds = doc.get("rounds") or {}
             lines.append(
-                f"| {label(r)} | {stage} | {counts} | {pauses} | {doc.get('frozen_objects', 0):,} |"
+                f"| {label(r)} | {stage} | {counts} | {pauses} "
+                f"| {rounds.get('count', 0)} ({rounds.get('max_ms', 0):.1f} ms) "
+                f"| {doc.get('frozen_objects', 0):,} |"
             )
     return lines if len(lines) > 2 else []
 
