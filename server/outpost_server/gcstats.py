@@ -46,7 +46,7 @@ MIDDLE_THRESHOLD: Final = 10  # young collections per middle one (CPython defaul
 # do that work, on a schedule and over the unfrozen objects only
 OLD_THRESHOLD: Final = 100_000
 ROUND_EVERY_S: Final = 2.0
-RECLAIM_EVERY_S: Final = 6 * 3600.0
+RECLAIM_EVERY_S: Final = 3600.0
 
 
 @dataclass

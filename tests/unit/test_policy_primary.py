@@ -230,3 +230,22 @@ def test_topology_reuses_unchanged_nodes_between_compilations(tmp_path: Path) ->
     assert after[topo_name(second)].hostname == "renamed"
     # and the derived texts ride along with the reused object
     assert after[topo_name(first)].host_texts == before[topo_name(first)].host_texts
+
+
+def test_a_replaced_compilation_is_released_and_the_new_one_answers(tmp_path: Path) -> None:
+    """A compilation leaving service drops its caches (they refer back to it:
+    a cycle the frozen-heap collector would keep); the one in force and the
+    one the next notification compares against are never released."""
+    store, state, first, second, laptop = _ha_state(tmp_path)
+    old = state.compiled()
+    assert old is not None
+    old.node(topo_name(laptop))
+    assert old._cache  # noqa: SLF001 - the cache under test
+    store.set_node_tags(NodeId(laptop), ["tag:kiosk"])  # the engine sees tags: recompiles
+    new = state.compiled()
+    assert new is not old
+    store.set_node_tags(NodeId(laptop), ["tag:desk"])
+    assert state.compiled() is not new  # `old` was two compilations ago: retired
+    assert not old._cache  # noqa: SLF001
+    assert old.node(topo_name(first)).self_view.primary_routes == (ROUTE,)  # still answers
+    assert new.node(topo_name(first)).self_view.primary_routes == (ROUTE,)

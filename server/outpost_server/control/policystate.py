@@ -172,8 +172,14 @@ class PolicyState:
         challenger = node_id not in self._incumbents
         return (2 * offline + challenger) * _ID_SPAN + int(node_id)
 
+    def _retire(self, old: CompiledPolicy | None) -> None:
+        """`old` left service: break its cycles unless it is still in use."""
+        if old is not None and old is not self._compiled and old is not self._notified:
+            old.release()
+
     def _set_in_force(self, compiled: CompiledPolicy) -> None:
-        self._compiled = compiled
+        old, self._compiled = self._compiled, compiled
+        self._retire(old)
         self._compiled_gen = self.generation
         built, ids = self._topo_ids
         if built is not compiled.topology:
@@ -284,11 +290,13 @@ class PolicyState:
             if not w.done():
                 w.set_result(None)
         if pending is not None and not pending:
+            self._retire(before)
             return
         if pending is None or before is None:  # nothing to compare with: everyone
             affected = None
         else:
             affected = self._affected(pending, before, after)
+        self._retire(before)
         for cb in self.on_stale:
             cb(affected)
 
@@ -341,8 +349,9 @@ class PolicyState:
     def apply(self, verdict: Verdict) -> None:
         self.policy = verdict.policy
         self.generation += 1
+        old_notified, self._notified = self._notified, verdict.compiled
         self._set_in_force(verdict.compiled)
-        self._notified = verdict.compiled
+        self._retire(old_notified)
         self._pending = set()
         for cb in self.on_stale:
             cb(None)

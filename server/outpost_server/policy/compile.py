@@ -774,6 +774,20 @@ class CompiledPolicy:
             n.name for n, routes in zip(self.r.nodes, self.r.primary, strict=True) if routes
         )
 
+    def release(self) -> None:
+        """Drop the per-node caches. The server calls this when a compilation
+        leaves service: its cached views refer back to it (a reference
+        cycle), so without this a replaced compilation waits for a full
+        garbage collection, or forever once frozen (gcstats.py). A view still
+        held elsewhere keeps working: the caches refill on use."""
+        self._cache = {}
+        self._pidx = None
+        self._peer_views = {}
+        self._base = [None] * len(self.r.nodes)
+        self._prefix_nodes = {}
+        self._user_node_sets = {}
+        self._interned = {}
+
     def node(self, name: str) -> NodeView:
         cached = self._cache.get(name)
         if cached is not None:
