@@ -93,7 +93,10 @@ class LockScreen(Screen[None]):
             yield Static("Enter to continue, F1 for help.", classes="hint")
 
     def on_mount(self) -> None:
-        self.query_one("#pass1", Input).focus()
+        # A lock screen pushed as the console shuts down (an idle lock racing
+        # the exit) may be mounted without its children: nothing to focus then.
+        for field in self.query("#pass1").results(Input):
+            field.focus()
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         if self.setting and event.input.id == "pass1":
