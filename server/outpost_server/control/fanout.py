@@ -250,7 +250,7 @@ class Fanout:
         it may not use, an HA secondary), these are the shared bytes."""
         online = self.is_online(node.id)
         if self.policy is None or self.policy.policy is None:
-            return bytes(renderer.peer_json(node, online))
+            return renderer.peer_json(node, online)  # type: ignore[no-any-return]
         overlay = self.policy.peer_overlay(s.node_id, node)
         base = renderer.base(node)
         # Only a policy change diffs against this. Without a policy the
@@ -262,7 +262,7 @@ class Fanout:
             overlay["AllowedIPs"] == base["AllowedIPs"]
             and overlay.get("PrimaryRoutes") == base.get("PrimaryRoutes")
         ):
-            return bytes(renderer.peer_json(node, online))
+            return renderer.peer_json(node, online)  # type: ignore[no-any-return]
         d = renderer.peer(node, online)
         d.pop("PrimaryRoutes", None)  # the policy decides primaries: not the allow-all default's
         d.update(overlay)

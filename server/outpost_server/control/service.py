@@ -225,7 +225,8 @@ class ControlService:
             finally:
                 timer.cancel()
             session.wake.clear()
-            if not session.closed and session.has_pending():
+            pending = session.has_pending()
+            if not session.closed and pending:
                 now = loop.time()
                 tokens = min(float(DELTA_BURST), tokens + (now - refilled) / DELTA_REFILL_S)
                 refilled = now
@@ -238,8 +239,9 @@ class ControlService:
                 if session.farewell is not None:
                     await resp.write(mapframe.encode(mapframe.dumps(self._farewell(session.farewell))))
                 return
-            # a keep-alive wake-up builds nothing
-            msg = self.fanout.drain(session, self.renderer) if session.has_pending() else None
+            # a keep-alive wake-up builds nothing (only the pacing sleep awaits in between,
+            # and changes arriving during it are already covered by `pending`)
+            msg = self.fanout.drain(session, self.renderer) if pending else None
             if msg is not None:
                 msg["ControlTime"] = go_time(utcnow())
                 await resp.write(mapframe.encode(mapframe.dumps(msg)))
